@@ -1,0 +1,3 @@
+"""Entry point activating the `storage` profile: the WSGI app, its gunicorn config and `__main__`."""
+
+PROFILES = ("storage",)

@@ -1,0 +1,210 @@
+"""The ``local`` location plugin: pieces as files under one root directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validates
+
+from plugins import ExactReader, check_byte_range, check_piece_address, parse_piece_name
+from storage_core.errors import PieceMissing, StorageUnavailable
+from storage_core.plugin import READ_CHUNK, LocationPlugin
+
+# Bytes copied from the upload stream per write; bounds memory per upload like READ_CHUNK does.
+WRITE_CHUNK = 1024 * 1024
+TEMP_PREFIX = ".tmp-"
+
+
+class LocalConfigSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    root = fields.String(required=True)
+    fsync = fields.Boolean(load_default=True)
+
+    @validates("root")
+    def _absolute(self, value: str, **_: Any) -> None:
+        # a relative root would move with the working directory of whichever process opens it
+        if not os.path.isabs(value):
+            raise ValidationError("must be an absolute path")
+        if "\0" in value:
+            raise ValidationError("must not contain NUL")
+
+
+class LocalLocation(LocationPlugin):
+    """Pieces at ``root/pieces/<c[0:2]>/<c[2:4]>/<checksum>.<index>``; two fan-out levels keep
+    directories small (65,536 leaves) for millions of pieces."""
+
+    name = "local"
+    config_schema = LocalConfigSchema
+
+    def __init__(self, config: Mapping[str, Any]):
+        # validated here too so defaults (fsync) apply however the plugin is built
+        super().__init__(self.validate_config(config))
+        self.root = Path(self.config["root"])
+        self.fsync: bool = self.config["fsync"]
+        # root is created lazily by write_piece, so that health() can tell a missing root (an
+        # unmounted volume, say) from an empty location
+
+    def _piece_path(self, checksum: str, index: int) -> Path:
+        check_piece_address(checksum, index)
+        return self.root / "pieces" / checksum[0:2] / checksum[2:4] / f"{checksum}.{index}"
+
+    def write_piece(self, checksum: str, index: int, stream: BinaryIO, length: int) -> None:
+        path = self._piece_path(checksum, index)
+        check_byte_range(0, length)
+        directory = path.parent
+        try:
+            if not directory.is_dir():
+                os.makedirs(directory, exist_ok=True)
+                self._fsync_new_dirs(directory)
+            fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+            # mkstemp makes 0600 files; a downloader may run as another user of the same group
+            os.fchmod(fd, 0o640)
+        except OSError as exc:
+            raise StorageUnavailable(f"local location {self.root}: cannot create piece: {exc}") from exc
+
+        reader = ExactReader(stream, length)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while reader.remaining:
+                    out.write(reader.read(WRITE_CHUNK))
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            # readers see either no piece or the whole piece, never a partial one
+            os.replace(tmp_name, path)
+            if self.fsync:
+                # the rename is durable only once the directory entry is
+                self._fsync_dir(directory)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            if isinstance(exc, OSError) and exc is not reader.source_error:
+                raise StorageUnavailable(f"local location {self.root}: write failed: {exc}") from exc
+            raise
+
+    def _fsync_new_dirs(self, directory: Path) -> None:
+        """Make freshly created fan-out directories durable (their entries live in their parents)."""
+        if not self.fsync:
+            return
+        for parent in (directory.parent, directory.parent.parent, self.root):
+            self._fsync_dir(parent)
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
+        path = self._piece_path(checksum, index)
+        check_byte_range(offset, length)
+        try:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            if not self.root.is_dir():
+                # the whole location is gone (unmounted volume, removed directory): not one lost piece
+                raise StorageUnavailable(f"local location {self.root} does not exist") from None
+            raise PieceMissing(f"piece {checksum}.{index} not found on {self.root}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"local location {self.root}: cannot open piece: {exc}") from exc
+        # the with closes the file when the generator is closed or collected before the end
+        with f:
+            position, remaining = offset, length
+            try:
+                size = os.fstat(f.fileno()).st_size
+            except OSError as exc:
+                raise StorageUnavailable(f"local location {self.root}: {exc}") from exc
+            if size < offset + length:
+                raise PieceMissing(
+                    f"piece {checksum}.{index} on {self.root} is truncated: "
+                    f"{size} bytes, {offset + length} needed"
+                )
+            while remaining:
+                try:
+                    # pread needs no seek state, so a short read cannot desynchronise the offset
+                    chunk = os.pread(f.fileno(), min(READ_CHUNK, remaining), position)
+                except OSError as exc:
+                    raise StorageUnavailable(f"local location {self.root}: read failed: {exc}") from exc
+                if not chunk:
+                    # shrank after the size check; another copy may still be whole
+                    raise PieceMissing(f"piece {checksum}.{index} on {self.root} is truncated")
+                position += len(chunk)
+                remaining -= len(chunk)
+                yield chunk
+
+    def delete_piece(self, checksum: str, index: int) -> None:
+        path = self._piece_path(checksum, index)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageUnavailable(f"local location {self.root}: delete failed: {exc}") from exc
+
+    def piece_exists(self, checksum: str, index: int) -> bool:
+        path = self._piece_path(checksum, index)
+        try:
+            return path.is_file()
+        except OSError as exc:
+            raise StorageUnavailable(f"local location {self.root}: {exc}") from exc
+
+    def health(self) -> None:
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"local location root {self.root} is missing or not a directory")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"local location root {self.root} is not writable")
+
+    def list_pieces(self) -> Iterator[tuple[str, int]]:
+        # a missing root may be an unmounted volume: listing it as empty could pass for "every
+        # piece is lost", so it fails like health() does
+        self.health()
+        # directories that vanish during the walk (a concurrent delete) count as empty
+        for first in _subdirs(self.root / "pieces"):
+            for second in _subdirs(first):
+                for entry in _entries(second):
+                    parsed = parse_piece_name(entry.name)
+                    # the fan-out must match the name, or the piece is not where reads look for it
+                    if (
+                        parsed is not None
+                        and parsed[0][0:2] == first.name
+                        and parsed[0][2:4] == second.name
+                        and entry.is_file(follow_symlinks=False)
+                    ):
+                        yield parsed
+
+    def remove_partial_writes(self, older_than: float) -> int:
+        """Remove temporary files of writes whose process died (modified before ``older_than``)."""
+        self.health()
+        removed = 0
+        for first in _subdirs(self.root / "pieces"):
+            for second in _subdirs(first):
+                for entry in _entries(second):
+                    if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < older_than:
+                        Path(entry.path).unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
+
+def _entries(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StorageUnavailable(f"cannot list {directory}: {exc}") from exc
+
+
+def _subdirs(directory: Path) -> Iterator[Path]:
+    for entry in _entries(directory):
+        if entry.is_dir(follow_symlinks=False):
+            yield Path(entry.path)

@@ -1,0 +1,1 @@
+"""Storage service core: models, services, blueprints, schemas and the location plugin interface."""

@@ -1,0 +1,89 @@
+"""The app factory: builds the container, registers the blueprints of the active profiles and the error handler."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from flask import Flask, Response, g, request
+from flask_smorest import Api
+
+import profiles
+from storage_core.blueprints import ALL_BLUEPRINTS
+from storage_core.blueprints.common import authenticate, install_error_handlers, reject_unsafe_text
+from storage_core.container import Container, build_container
+from storage_core.logs import ACCESS, REQUEST_ID, request_id_from
+from storage_core.metrics import REQUEST_LATENCY, REQUESTS
+from storage_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_TITLE = "Storage service"
+API_VERSION = "1"
+
+
+def start_request() -> None:
+    g.started = time.perf_counter()
+    REQUEST_ID.set(request_id_from(request.headers.get("X-Request-ID")))
+
+
+def finish_request(response: Response) -> Response:
+    """Echo the request id; count and log the request when its body has been sent (or abandoned)."""
+    request_id = REQUEST_ID.get()
+    response.headers["X-Request-ID"] = request_id or ""
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    method, path, status, started = request.method, request.path, response.status_code, g.get("started")
+    account = g.principal.account if "principal" in g else None
+    body = response.response
+
+    def log_line() -> None:
+        elapsed = time.perf_counter() - started if started else 0.0
+        REQUESTS.labels(route, str(status)).inc()
+        REQUEST_LATENCY.labels(route, method).observe(elapsed)
+        # the path without its query: presigned signatures stay out of the logs
+        ACCESS.info("%s %s %d", method, path, status, extra={
+            "request_id": request_id, "method": method, "path": path, "route": route, "status": status,
+            "duration_ms": round(elapsed * 1000, 2), "account": account,
+            "content_bytes": getattr(body, "delivered", None),
+        })
+
+    response.call_on_close(log_line)
+    return response
+
+
+def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: Settings | None = None,
+               container: Container | None = None) -> Flask:
+    """Build the WSGI app. ``STORAGE_PROFILES`` overrides ``default_profiles``."""
+    settings = settings or Settings.from_env()
+    active = profiles.active_profiles(default_profiles)
+    if container is None:
+        container = build_container(settings, active)
+
+    app = Flask("storage_core", static_folder=None)
+    app.config.update(
+        API_TITLE=API_TITLE,
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        # smorest would answer bad input with 422; our error handler answers 400 problem+json
+        JSON_SORT_KEYS=False,
+    )
+    # keys may begin with "/" or hold "//": werkzeug would otherwise redirect them to another key
+    app.url_map.merge_slashes = False
+    app.extensions["container"] = container
+    app.extensions["profiles"] = active
+    api = Api(app, spec_kwargs={"info": {"description": f"Active profiles: {', '.join(sorted(active))}"}})
+    for blueprint in ALL_BLUEPRINTS:
+        if profiles.is_active(blueprint, active):
+            api.register_blueprint(blueprint)
+    install_error_handlers(app)
+    container.authenticator()  # a missing key stops the start here, not at the first request
+    app.before_request(start_request)
+    app.before_request(reject_unsafe_text)
+    app.before_request(authenticate)
+    app.after_request(finish_request)
+
+    log.info("app ready with profiles %s", ", ".join(sorted(active)))
+    return app

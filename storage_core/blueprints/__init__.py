@@ -1,0 +1,17 @@
+"""HTTP blueprints: thin views that validate with schemas, call one service method and serialise.
+
+Each storage-only blueprint is tagged ``@profile("storage")``; untagged ones run under every profile.
+"""
+
+from storage_core.blueprints import accounts, buckets, downloads, files, health, locations, objects, quota
+
+ALL_BLUEPRINTS = [
+    health.blp,
+    downloads.blp,
+    quota.blp,
+    locations.blp,
+    buckets.blp,
+    objects.blp,
+    files.blp,
+    accounts.blp,
+]

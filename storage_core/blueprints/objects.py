@@ -1,0 +1,61 @@
+"""Object upload, listing and deletion (storage profile only); downloads are in the downloads blueprint."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_smorest import Blueprint
+
+from profiles import profile
+from storage_core.blueprints.common import authorize, current_account, services
+from storage_core.schemas import ObjectListArgs, ObjectListSchema, ObjectSchema, PresignRequestSchema, PresignSchema
+
+blp = profile("storage")(Blueprint("objects", __name__, url_prefix="/api/v1", description="Objects"))
+
+
+@blp.route("/buckets/<bucket>/objects/<path:key>", methods=["PUT"])
+@authorize("manage-bucket")
+@blp.doc(requestBody={"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                          "format": "binary"}}}},
+         parameters=[{"in": "header", "name": "Content-MD5", "schema": {"type": "string"}},
+                     {"in": "header", "name": "X-Checksum-Sha256", "schema": {"type": "string"}}])
+@blp.response(200, ObjectSchema, description="replaced an existing object")
+@blp.alt_response(201, schema=ObjectSchema, description="created")
+def put_object(bucket: str, key: str) -> tuple[dict, int]:
+    """Upload: the raw body is streamed to disk, verified, cut into pieces and stored."""
+    view, created = services().object_service().upload(
+        bucket, key, request.stream,
+        content_length=request.content_length,
+        content_type=request.headers.get("Content-Type"),
+        content_md5=request.headers.get("Content-MD5"),
+        sha256=request.headers.get("X-Checksum-Sha256"),
+    )
+    return view, 201 if created else 200
+
+
+@blp.route("/buckets/<bucket>/objects", methods=["GET"])
+@authorize("manage-bucket")
+@blp.arguments(ObjectListArgs, location="query", as_kwargs=True)
+@blp.response(200, ObjectListSchema)
+def list_objects(bucket: str, prefix: str, limit: int, cursor: str | None) -> dict:
+    """Objects by key; follow ``next_cursor`` for the next page."""
+    return services().object_service().list(bucket, prefix, limit, cursor)
+
+
+@blp.route("/buckets/<bucket>/objects/<path:key>", methods=["DELETE"])
+@authorize("manage-bucket")
+@blp.response(204)
+def delete_object(bucket: str, key: str) -> None:
+    """Delete the object; its pieces go once no object refers to the content."""
+    services().object_service().delete(bucket, key)
+
+
+@blp.route("/buckets/<bucket>/objects/<path:key>/presign", methods=["POST"])
+@authorize("manage-bucket")
+@blp.arguments(PresignRequestSchema)
+@blp.response(200, PresignSchema)
+def presign(body: dict, bucket: str, key: str) -> dict:
+    """A signed GET URL for the object, charged to the caller's account, valid for ``expires_in`` seconds."""
+    services().object_service().get(bucket, key)  # 404 for an object that does not exist
+    path, expires = services().authenticator().presign(f"/api/v1/buckets/{bucket}/objects/{key}",
+                                                       current_account(), body["expires_in"])
+    return {"url": request.host_url.rstrip("/") + path, "expires_at": expires}

@@ -1,0 +1,179 @@
+"""`storage-admin`: database migrations, location and bucket management, first-run setup, garbage collection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import profiles
+from storage_core.auth import DEVELOPMENT_ADMIN
+from storage_core.container import Container, build_container
+from storage_core.errors import ConfigurationError, StorageError
+from storage_core.migrations import upgrade
+from storage_core.settings import Settings
+
+log = logging.getLogger("storage_core.cli")
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def cmd_db_upgrade(container: Container, args: argparse.Namespace) -> int:
+    upgrade(container.engine(), args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def cmd_location_add(container: Container, args: argparse.Namespace) -> int:
+    config = json.loads(args.config)
+    _print(container.location_service().create({
+        "name": args.name, "plugin": args.plugin, "tier": args.tier, "priority": args.priority,
+        "enabled": True, "config": config, "capacity": args.capacity,
+    }))
+    return 0
+
+
+def cmd_location_list(container: Container, _args: argparse.Namespace) -> int:
+    _print(container.location_service().list())
+    return 0
+
+
+def cmd_bucket_add(container: Container, args: argparse.Namespace) -> int:
+    data: dict[str, Any] = {"name": args.name, "visibility": args.visibility,
+                            "charged_read_quota": args.charged_read_quota, "locations": args.location or []}
+    data["owner"] = args.owner
+    _print(container.bucket_service().create(data, DEVELOPMENT_ADMIN))
+    return 0
+
+
+def cmd_bucket_list(container: Container, _args: argparse.Namespace) -> int:
+    _print(container.bucket_service().list(DEVELOPMENT_ADMIN))
+    return 0
+
+
+def cmd_bootstrap(container: Container, args: argparse.Namespace) -> int:
+    """First run of the embedded default: a local location under the data dir and a bucket."""
+    settings: Settings = container.settings()
+    locations = container.location_service()
+    if not locations.list():
+        root = settings.data_path / "locations" / args.location
+        locations.create({"name": args.location, "plugin": "local", "tier": "hot", "priority": 0,
+                          "enabled": True, "config": {"root": str(root)}})
+        print(f"created storage location {args.location!r} at {root}")
+    buckets = container.bucket_service()
+    if not buckets.list(DEVELOPMENT_ADMIN):
+        buckets.create({"name": args.bucket, "visibility": "public-read", "charged_read_quota": 0,
+                        "locations": [], "owner": "admin"}, DEVELOPMENT_ADMIN)
+        print(f"created bucket {args.bucket!r}")
+    return 0
+
+
+def cmd_token_issue(container: Container, args: argparse.Namespace) -> int:
+    print(container.authenticator().issue_token(args.sub, args.role or [], args.ttl))
+    return 0
+
+
+def cmd_account_limit(container: Container, args: argparse.Namespace) -> int:
+    _print(container.download_limits().set_limits(args.account, args.concurrent, args.monthly))
+    return 0
+
+
+def cmd_verify(container: Container, args: argparse.Namespace) -> int:
+    report = container.scrubber().verify(args.location, repair=args.repair)
+    _print(report)
+    return 1 if report["unrepairable"] or (report["copies_bad"] and not args.repair) else 0
+
+
+def cmd_gc(container: Container, args: argparse.Namespace) -> int:
+    report = container.garbage_collector().collect(pending_grace_seconds=args.grace, dry_run=args.dry_run)
+    _print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storage-admin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    up = db.add_parser("upgrade", help="apply migrations")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    location = sub.add_parser("location", help="storage locations").add_subparsers(dest="sub", required=True)
+    add = location.add_parser("add", help="create a location")
+    add.add_argument("name")
+    add.add_argument("--plugin", default="local")
+    add.add_argument("--tier", choices=["hot", "cold"], default="hot")
+    add.add_argument("--priority", type=int, default=0)
+    add.add_argument("--capacity", type=int)
+    add.add_argument("--config", required=True, help='plugin config as JSON, e.g. \'{"root": "/data"}\'')
+    add.set_defaults(func=cmd_location_add)
+    location.add_parser("list", help="list locations").set_defaults(func=cmd_location_list)
+
+    bucket = sub.add_parser("bucket", help="buckets").add_subparsers(dest="sub", required=True)
+    badd = bucket.add_parser("add", help="create a bucket")
+    badd.add_argument("name")
+    badd.add_argument("--owner", default="admin")
+    badd.add_argument("--visibility", choices=["private", "public-read"], default="private")
+    badd.add_argument("--charged-read-quota", type=int, default=0)
+    badd.add_argument("--location", action="append", help="target location (repeatable)")
+    badd.set_defaults(func=cmd_bucket_add)
+    bucket.add_parser("list", help="list buckets").set_defaults(func=cmd_bucket_list)
+
+    boot = sub.add_parser("bootstrap", help="first-run setup: a local location and a bucket if none exist")
+    boot.add_argument("--location", default="local")
+    boot.add_argument("--bucket", default="default")
+    boot.set_defaults(func=cmd_bootstrap)
+
+    token = sub.add_parser("token", help="bearer tokens").add_subparsers(dest="sub", required=True)
+    issue = token.add_parser("issue", help="print a signed token (HS256 secret or the private key)")
+    issue.add_argument("--sub", required=True, help="the account")
+    issue.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
+    issue.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    issue.set_defaults(func=cmd_token_issue)
+
+    account = sub.add_parser("account", help="account download limits").add_subparsers(dest="sub", required=True)
+    limit = account.add_parser("limit", help="set limits (omit both to remove them)")
+    limit.add_argument("account")
+    limit.add_argument("--concurrent", type=int, help="simultaneous downloads")
+    limit.add_argument("--monthly", type=int, help="downloads per UTC month")
+    limit.set_defaults(func=cmd_account_limit)
+
+    verify = sub.add_parser("verify", help="read every copy, mark corrupt ones, optionally repair them")
+    verify.add_argument("--location", help="only the copies on this location")
+    verify.add_argument("--repair", action="store_true", help="rewrite bad pieces from a good copy")
+    verify.set_defaults(func=cmd_verify)
+
+    gc = sub.add_parser("gc", help="remove pieces and rows no object needs (failed uploads, deletions)")
+    gc.add_argument("--grace", type=int, default=3600,
+                    help="seconds after which a pending (in-progress) copy counts as abandoned")
+    gc.add_argument("--dry-run", action="store_true")
+    gc.set_defaults(func=cmd_gc)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        container = build_container(settings, frozenset({profiles.STORAGE}))
+        return args.func(container, args)
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"{exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    except json.JSONDecodeError as exc:
+        print(f"invalid JSON: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The dependency-injection container: settings, database, plugin registry and services of one process."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from profiles import is_active
+from storage_core.auth import AccessPolicy, Authenticator
+from storage_core.db import make_engine, make_session_factory
+from storage_core.plugin import PluginRegistry
+from storage_core.services.access import AccessService
+from storage_core.services.buckets import BucketService
+from storage_core.services.content import ContentStore
+from storage_core.services.downloads import DownloadService
+from storage_core.services.files import AvailabilityService, FileService
+from storage_core.services.gc import GarbageCollector
+from storage_core.services.health import HealthService
+from storage_core.services.limits import DownloadLimits
+from storage_core.services.locations import LocationDirectory, LocationService
+from storage_core.services.objects import ObjectService
+from storage_core.services.quota import QuotaService
+from storage_core.services.scrub import Scrubber
+from storage_core.settings import Settings
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Singleton(Settings.from_env)
+    active_profiles = providers.Object(frozenset({"storage"}))
+
+    engine = providers.Singleton(make_engine, settings)
+    session_factory = providers.Singleton(make_session_factory, engine)
+    # the download path's one resolving SELECT: autocommit connections of their own pool
+    read_engine = providers.Singleton(make_engine, settings, autocommit=True)
+    read_session_factory = providers.Singleton(make_session_factory, read_engine)
+
+    authenticator = providers.Singleton(Authenticator, settings)
+    access_policy = providers.Singleton(AccessPolicy)
+    access_service = providers.Singleton(AccessService, session_factory, access_policy)
+
+    plugin_registry = providers.Singleton(PluginRegistry.from_entry_points)
+    location_directory = providers.Singleton(LocationDirectory, plugin_registry)
+    content_store = providers.Singleton(ContentStore, session_factory, location_directory)
+
+    quota_service = providers.Singleton(QuotaService, session_factory)
+    download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds)
+    download_service = providers.Singleton(DownloadService, session_factory, content_store, quota_service,
+                                           access_policy, download_limits, settings.provided.verify_reads,
+                                           read_session_factory)
+    availability_service = providers.Singleton(AvailabilityService, session_factory)
+    health_service = providers.Singleton(HealthService, session_factory, location_directory)
+
+    location_service = providers.Singleton(LocationService, session_factory, plugin_registry)
+    bucket_service = providers.Singleton(BucketService, session_factory, settings)
+    object_service = providers.Singleton(ObjectService, session_factory, settings, content_store)
+    file_service = providers.Singleton(FileService, session_factory, content_store)
+    scrubber = providers.Singleton(Scrubber, session_factory, location_directory)
+    garbage_collector = providers.Singleton(GarbageCollector, session_factory, content_store, location_directory,
+                                            settings.provided.spool_dir, download_limits)
+
+
+class ProfileInactive(RuntimeError):
+    """A service of a profile that is not active was asked for."""
+
+
+def _refuse(name: str, profiles: frozenset[str]):  # type: ignore[no-untyped-def]
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise ProfileInactive(f"{name} is not available under profile(s) {', '.join(sorted(profiles))}")
+
+    return refuse
+
+
+def build_container(settings: Settings, profiles: frozenset[str]) -> Container:
+    """A container for these settings in which services of inactive profiles cannot be built."""
+    container = Container()
+    container.settings.override(providers.Object(settings))
+    container.active_profiles.override(providers.Object(profiles))
+    for name, provider in container.providers.items():
+        provides = getattr(provider, "provides", None)
+        if isinstance(provides, type) and not is_active(provides, profiles):
+            provider.override(providers.Callable(_refuse(name, profiles)))
+    return container

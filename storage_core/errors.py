@@ -1,0 +1,96 @@
+"""Domain errors: each carries its HTTP status and a stable machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StorageError(Exception):
+    """Base of every error the API reports; translated to problem+json in one handler."""
+
+    status = 500
+    code = "InternalError"
+    title = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+class InvalidArgument(StorageError):
+    status, code, title = 400, "InvalidArgument", "Invalid argument"
+
+
+class BadDigest(StorageError):
+    status, code, title = 400, "BadDigest", "Content digest mismatch"
+
+
+class Unauthorized(StorageError):
+    status, code, title = 401, "Unauthorized", "Authentication required"
+
+
+class Forbidden(StorageError):
+    status, code, title = 403, "Forbidden", "Not allowed"
+
+
+class NotFound(StorageError):
+    status, code, title = 404, "NotFound", "Not found"
+
+
+class Conflict(StorageError):
+    status, code, title = 409, "Conflict", "Conflict"
+
+
+class PayloadTooLarge(StorageError):
+    status, code, title = 413, "EntityTooLarge", "Payload too large"
+
+
+class RangeNotSatisfiable(StorageError):
+    status, code, title = 416, "InvalidRange", "Range not satisfiable"
+
+
+class QuotaExceeded(StorageError):
+    status, code, title = 429, "QuotaExceeded", "Read quota exceeded"
+
+
+class ConcurrentDownloadLimit(StorageError):
+    status, code, title = 429, "ConcurrentDownloadLimit", "Too many simultaneous downloads for this account"
+
+
+class MonthlyDownloadLimit(StorageError):
+    status, code, title = 429, "MonthlyDownloadLimit", "Monthly download limit of this account reached"
+
+
+class StorageUnavailable(StorageError):
+    status, code, title = 503, "StorageUnavailable", "No storage location can serve"
+
+
+class PieceMissing(StorageUnavailable):
+    """A piece is absent (or unreadable) on one location; another copy may still have it."""
+
+    code, title = "PieceMissing", "Piece missing on location"
+
+
+class CorruptPiece(StorageUnavailable):
+    """Bytes read from one location do not match the checksums recorded at upload."""
+
+    code, title = "CorruptPiece", "Piece failed verification"
+
+
+class PresignUnavailable(StorageError):
+    status, code, title = 501, "PresignUnavailable", "Presigned URLs are not configured on this service"
+
+
+class InsufficientStorage(StorageError):
+    status, code, title = 507, "InsufficientStorage", "Location capacity exceeded"
+
+
+class DatabaseUnavailable(StorageError):
+    status, code, title = 503, "DatabaseUnavailable", "Database unavailable"
+
+
+class ConfigurationError(Exception):
+    """A setting or profile is invalid: the service must not start."""

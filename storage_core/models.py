@@ -1,0 +1,239 @@
+"""SQLAlchemy 2.0 typed models of the domain: locations, files and their copies, buckets, objects, traffic."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names so Alembic migrations are the same on PostgreSQL and SQLite.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of rowid (autoincrement); BIGINT elsewhere.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite hands them back naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, _dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, _dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class StorageLocation(Base):
+    __tablename__ = "storage_locations"
+    __table_args__ = (
+        CheckConstraint("tier IN ('hot', 'cold')", name="tier"),
+        CheckConstraint("priority >= 0", name="priority"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    plugin: Mapped[str] = mapped_column(String(32))
+    tier: Mapped[str] = mapped_column(String(4))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    capacity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class File(Base):
+    """Content keyed by its sha256; stored once per location as ``piece_count`` pieces."""
+
+    __tablename__ = "files"
+
+    checksum: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    piece_size: Mapped[int] = mapped_column(BigInteger)
+    piece_count: Mapped[int] = mapped_column(Integer)
+    block_size: Mapped[int] = mapped_column(Integer)
+    # sha256 digests (32 bytes each) of every block of every piece, in order: see storage_core.ranges.
+    block_digests: Mapped[bytes] = mapped_column(LargeBinary)
+    md5: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    copies: Mapped[list[FileCopy]] = relationship(back_populates="file", lazy="raise")
+
+
+class CopyState:
+    PENDING = "pending"  # pieces being written; not served
+    STORED = "stored"  # complete and served
+    CORRUPT = "corrupt"  # failed verification; skipped until repaired
+    DELETING = "deleting"  # pieces being removed; not served
+
+    SERVABLE = (STORED,)
+
+
+class FileCopy(Base):
+    __tablename__ = "file_copies"
+    __table_args__ = (UniqueConstraint("checksum", "location_id", name="uq_file_copies_checksum_location"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    checksum: Mapped[str] = mapped_column(ForeignKey("files.checksum", ondelete="CASCADE"))
+    location_id: Mapped[int] = mapped_column(ForeignKey("storage_locations.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=CopyState.PENDING)
+    # the upload (or copy) writing a pending copy: stale pending copies are found and removed by gc
+    owner: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    file: Mapped[File] = relationship(back_populates="copies", lazy="raise")
+    location: Mapped[StorageLocation] = relationship(lazy="select")
+
+
+bucket_locations = Table(
+    "bucket_locations",
+    Base.metadata,
+    Column("bucket_id", ForeignKey("buckets.id", ondelete="CASCADE"), primary_key=True),
+    Column("location_id", ForeignKey("storage_locations.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Bucket(Base):
+    __tablename__ = "buckets"
+    __table_args__ = (CheckConstraint("visibility IN ('private', 'public-read')", name="visibility"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    visibility: Mapped[str] = mapped_column(String(16), default="private")
+    charged_read_quota: Mapped[int] = mapped_column(BigInteger, default=0)
+    free_read_quota: Mapped[int] = mapped_column(BigInteger)
+    monthly_free_read_quota: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    # loaded only where used: the download path reads buckets and must not pay for their locations
+    locations: Mapped[list[StorageLocation]] = relationship(secondary=bucket_locations, lazy="select")
+
+
+class Object(Base):
+    __tablename__ = "objects"
+    __table_args__ = (UniqueConstraint("bucket_id", "key", name="uq_objects_bucket_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id"))
+    key: Mapped[str] = mapped_column(String(1024))
+    checksum: Mapped[str] = mapped_column(ForeignKey("files.checksum"), index=True)
+    content_type: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    bucket: Mapped[Bucket] = relationship(lazy="raise")
+    file: Mapped[File] = relationship(lazy="raise")
+
+
+class BucketTraffic(Base):
+    """What a bucket consumed in one UTC month, per kind of quota; one conditional UPDATE charges it."""
+
+    __tablename__ = "bucket_traffic"
+    __table_args__ = (CheckConstraint("free_quota_remaining >= 0", name="free_remaining"),)
+
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="CASCADE"), primary_key=True)
+    year_month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    charged_quota_size: Mapped[int] = mapped_column(BigInteger)
+    charged_consumed_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    monthly_free_quota_size: Mapped[int] = mapped_column(BigInteger)
+    monthly_free_consumed_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # the one-time free quota left, carried over from the previous month when the row is created
+    free_quota_remaining: Mapped[int] = mapped_column(BigInteger)
+    free_consumed_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # how the latest charge was split between the three quotas: set by the charging UPDATE itself and
+    # returned by it, so the split is known without reading the row first (see services/quota.py)
+    last_charged_part: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_monthly_free_part: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_free_part: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ReadRecord(Base):
+    """One charged read. The three ``*_size`` parts say which quota paid, so a refund can undo it."""
+
+    __tablename__ = "read_records"
+    __table_args__ = (Index("ix_read_records_bucket_time", "bucket_id", "timestamp_us", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="CASCADE"))
+    year_month: Mapped[str] = mapped_column(String(7))
+    object_name: Mapped[str] = mapped_column(String(1024))
+    object_id: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(255))
+    timestamp_us: Mapped[int] = mapped_column(BigInteger)
+    read_size: Mapped[int] = mapped_column(BigInteger)
+    charged_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    monthly_free_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    free_size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AccountLimit(Base):
+    """Optional per-account download limits set by admins; no row means unlimited."""
+
+    __tablename__ = "account_limits"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    max_concurrent_downloads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_monthly_downloads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class AccountMonthlyDownloads(Base):
+    __tablename__ = "account_monthly_downloads"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    year_month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DownloadLease(Base):
+    """A download in flight of a limited account. Renewed while streaming; a crashed instance's leases
+    stop counting at ``expires_us``. Released leases are kept a while as a record of concurrency."""
+
+    __tablename__ = "download_leases"
+    __table_args__ = (Index("ix_download_leases_account_active", "account", "released_us", "expires_us"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account: Mapped[str] = mapped_column(String(255))
+    acquired_us: Mapped[int] = mapped_column(BigInteger)
+    expires_us: Mapped[int] = mapped_column(BigInteger)
+    released_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -1,0 +1,122 @@
+"""The storage location plugin interface and the registry that finds plugins by entry point."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from importlib.metadata import entry_points
+from typing import Any, BinaryIO, ClassVar
+
+from marshmallow import Schema, ValidationError
+
+from storage_core.errors import InvalidArgument, PieceMissing, StorageUnavailable
+
+ENTRY_POINT_GROUP = "storage_core.plugins"
+
+# A block read from a plugin is never larger than this, so memory per stream stays bounded.
+READ_CHUNK = 1024 * 1024
+
+
+class LocationPlugin(abc.ABC):
+    """One storage location. Pieces are addressed by (file checksum, piece index) only.
+
+    Implementations raise ``PieceMissing`` when a piece is absent and ``StorageUnavailable`` for
+    any other failure to reach the location; callers fail over to another copy on both.
+    """
+
+    #: name used in ``StorageLocation.plugin`` and in the entry-point group
+    name: ClassVar[str]
+    #: marshmallow schema validating (and loading) the plugin's configuration
+    config_schema: ClassVar[type[Schema]]
+    #: configuration fields that are accepted but never returned by the API
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = dict(config)
+
+    @classmethod
+    def validate_config(cls, config: Any) -> dict[str, Any]:
+        """Load ``config`` with the plugin's schema; ``InvalidArgument`` names the bad fields."""
+        if not isinstance(config, Mapping):
+            raise InvalidArgument("config must be an object")
+        try:
+            return cls.config_schema().load(config)
+        except ValidationError as exc:
+            raise InvalidArgument(f"invalid {cls.name} config: {exc.messages}") from exc
+
+    @classmethod
+    def public_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The configuration without its secrets, fit for an API answer."""
+        return {k: v for k, v in config.items() if k not in cls.secret_fields}
+
+    @abc.abstractmethod
+    def write_piece(self, checksum: str, index: int, stream: BinaryIO, length: int) -> None:
+        """Store exactly ``length`` bytes read from ``stream`` as the piece, atomically."""
+
+    @abc.abstractmethod
+    def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
+        """Yield ``length`` bytes of the piece from ``offset``, in chunks of at most READ_CHUNK."""
+
+    @abc.abstractmethod
+    def delete_piece(self, checksum: str, index: int) -> None:
+        """Remove the piece; removing an absent piece is not an error."""
+
+    @abc.abstractmethod
+    def piece_exists(self, checksum: str, index: int) -> bool:
+        """Whether the piece is stored here."""
+
+    @abc.abstractmethod
+    def health(self) -> None:
+        """Raise ``StorageUnavailable`` when the location cannot serve."""
+
+    def list_pieces(self) -> Iterator[tuple[str, int]]:
+        """Yield ``(checksum, index)`` of every piece stored here (for garbage collection)."""
+        raise NotImplementedError(f"{self.name} cannot list pieces")
+
+    def remove_partial_writes(self, older_than: float) -> int:
+        """Remove leftovers of writes interrupted by a crash, older than ``older_than`` (epoch seconds).
+
+        Plugins whose writes leave nothing behind (or whose backend expires them) keep this default.
+        """
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called when the location's configuration changes."""
+
+
+class PluginRegistry:
+    """Plugin classes by name, as registered in the ``storage_core.plugins`` entry-point group."""
+
+    def __init__(self, plugins: Mapping[str, type[LocationPlugin]]):
+        self._plugins = dict(plugins)
+
+    @classmethod
+    def from_entry_points(cls) -> PluginRegistry:
+        plugins = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            plugin = ep.load()
+            if not (isinstance(plugin, type) and issubclass(plugin, LocationPlugin)):
+                raise TypeError(f"entry point {ep.name!r} does not name a LocationPlugin subclass")
+            plugins[ep.name] = plugin
+        return cls(plugins)
+
+    def names(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def get(self, name: str) -> type[LocationPlugin]:
+        try:
+            return self._plugins[name]
+        except KeyError:
+            raise InvalidArgument(
+                f"unknown plugin {name!r}; available: {', '.join(self.names()) or 'none'}"
+            ) from None
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "READ_CHUNK",
+    "LocationPlugin",
+    "PieceMissing",
+    "PluginRegistry",
+    "StorageUnavailable",
+]

@@ -1,0 +1,271 @@
+"""Marshmallow schemas of the HTTP API: request validation and response shapes (also the OpenAPI source)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
+
+CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
+LOCATION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+YEAR_MONTH_RE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
+INT64_MAX = 2**63 - 1
+
+
+def validate_bucket_name(name: str) -> None:
+    """S3 bucket naming rules: 3-63 chars of a-z 0-9 . -, letter or digit at both ends, not an IP."""
+    if not 3 <= len(name) <= 63:
+        raise ValidationError("bucket names are 3 to 63 characters long")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", name):
+        raise ValidationError(
+            "bucket names use lower-case letters, digits, dots and hyphens, "
+            "and begin and end with a letter or digit"
+        )
+    if ".." in name or ".-" in name or "-." in name:
+        raise ValidationError("bucket names must not contain '..', '.-' or '-.'")
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
+        raise ValidationError("bucket names must not look like an IP address")
+
+
+def validate_checksum(value: str) -> None:
+    if not CHECKSUM_RE.match(value):
+        raise ValidationError("checksum must be a sha256 digest: 64 lower-case hex characters")
+
+
+def unsafe_text(value: str) -> str | None:
+    """Why a string cannot be stored or put in a header (NUL, lone surrogates), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid UTF-8 (no lone surrogates)"
+    return None
+
+
+def _check_strings(data: Any, path: str = "") -> None:
+    if isinstance(data, str):
+        problem = unsafe_text(data)
+        if problem:
+            raise ValidationError(f"{path or 'value'} {problem}")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            _check_strings(key, path)
+            _check_strings(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(data, list):
+        for item in data:
+            _check_strings(item, path)
+
+
+class StrictSchema(Schema):
+    """Request schemas: unknown fields and text the database cannot hold are 400, not 500."""
+
+    class Meta:
+        unknown = RAISE
+
+    @pre_load
+    def _safe_text(self, data: Any, **_kwargs: Any) -> Any:
+        _check_strings(data)
+        return data
+
+
+# ---- storage locations -------------------------------------------------------------------------
+
+class LocationSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Regexp(
+        LOCATION_NAME_RE, error="names are 1-63 letters, digits, '.', '_' or '-', starting alphanumeric"))
+    plugin = fields.String(required=True)
+    tier = fields.String(load_default="hot", validate=validate.OneOf(["hot", "cold"]))
+    priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
+    enabled = fields.Boolean(load_default=True)
+    config = fields.Dict(keys=fields.String(), required=True,
+                         metadata={"description": "plugin configuration; secrets are write-only"})
+    capacity = fields.Integer(strict=True, allow_none=True, load_default=None,
+                              validate=validate.Range(min=0, max=INT64_MAX))
+    used_size = fields.Integer(strict=True, dump_only=True)
+    file_count = fields.Integer(strict=True, dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+
+
+class LocationPatchSchema(StrictSchema):
+    tier = fields.String(validate=validate.OneOf(["hot", "cold"]))
+    priority = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**31 - 1))
+    enabled = fields.Boolean()
+    config = fields.Dict(keys=fields.String(),
+                         metadata={"description": "merged into the current config, then validated"})
+    capacity = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=INT64_MAX))
+
+
+class LocationListSchema(Schema):
+    storage_locations = fields.List(fields.Nested(LocationSchema))
+
+
+# ---- buckets -----------------------------------------------------------------------------------
+
+class BucketSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate_bucket_name)
+    owner = fields.String(validate=validate.Length(min=1, max=255))
+    visibility = fields.String(load_default="private", validate=validate.OneOf(["private", "public-read"]))
+    charged_read_quota = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=INT64_MAX))
+    free_read_quota = fields.Integer(strict=True, validate=validate.Range(min=0, max=INT64_MAX))
+    monthly_free_read_quota = fields.Integer(strict=True, validate=validate.Range(min=0, max=INT64_MAX))
+    locations = fields.List(fields.String(), metadata={
+        "description": "locations new uploads are written to; empty: every enabled location"})
+    created_at = fields.DateTime(dump_only=True)
+
+
+class BucketPatchSchema(StrictSchema):
+    owner = fields.String(validate=validate.Length(min=1, max=255))
+    visibility = fields.String(validate=validate.OneOf(["private", "public-read"]))
+    charged_read_quota = fields.Integer(strict=True, validate=validate.Range(min=0, max=INT64_MAX))
+    free_read_quota = fields.Integer(strict=True, validate=validate.Range(min=0, max=INT64_MAX))
+    monthly_free_read_quota = fields.Integer(strict=True, validate=validate.Range(min=0, max=INT64_MAX))
+    locations = fields.List(fields.String())
+
+
+class BucketListSchema(Schema):
+    buckets = fields.List(fields.Nested(BucketSchema))
+
+
+# ---- objects and files -------------------------------------------------------------------------
+
+class ObjectSchema(Schema):
+    bucket = fields.String()
+    key = fields.String()
+    object_id = fields.Integer()
+    checksum = fields.String()
+    size = fields.Integer()
+    content_type = fields.String()
+    etag = fields.String(metadata={"description": "quoted checksum, as in the ETag header"})
+    created_at = fields.DateTime()
+    piece_size = fields.Integer()
+    piece_count = fields.Integer()
+
+
+class ObjectListArgs(StrictSchema):
+    prefix = fields.String(load_default="", validate=validate.Length(max=1024))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=1000))
+    cursor = fields.String(load_default=None, allow_none=True)
+
+
+class ObjectListSchema(Schema):
+    objects = fields.List(fields.Nested(ObjectSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class CopySchema(Schema):
+    location = fields.String()
+    tier = fields.String()
+    priority = fields.Integer()
+    state = fields.String()
+
+
+class ReferenceSchema(Schema):
+    bucket = fields.String()
+    key = fields.String()
+
+
+class FileSchema(Schema):
+    checksum = fields.String()
+    size = fields.Integer()
+    piece_size = fields.Integer()
+    piece_count = fields.Integer()
+    created_at = fields.DateTime()
+    copies = fields.List(fields.Nested(CopySchema))
+    references = fields.List(fields.Nested(ReferenceSchema))
+
+
+class CopyRequestSchema(StrictSchema):
+    location = fields.String(required=True, validate=validate.Length(min=1, max=63))
+
+
+class AvailabilityRequestSchema(StrictSchema):
+    checksums = fields.List(fields.String(validate=validate_checksum), required=True,
+                            validate=validate.Length(max=1000))
+
+
+class AvailabilitySchema(Schema):
+    checksum = fields.String()
+    available = fields.Boolean()
+    tier = fields.String(allow_none=True)
+
+
+class PresignRequestSchema(StrictSchema):
+    expires_in = fields.Integer(strict=True, load_default=3600, validate=validate.Range(min=1, max=7 * 24 * 3600))
+
+
+class PresignSchema(Schema):
+    url = fields.String()
+    expires_at = fields.Integer()
+
+
+# ---- downloads ---------------------------------------------------------------------------------
+
+class ChecksumDownloadArgs(StrictSchema):
+    bucket = fields.String(load_default=None, allow_none=True)
+    inline = fields.Boolean(load_default=False)
+
+
+# ---- read quota --------------------------------------------------------------------------------
+
+class ReadQuotaArgs(StrictSchema):
+    year_month = fields.String(load_default=None, allow_none=True)
+
+    @validates("year_month")
+    def _month(self, value: str | None, **_kwargs: object) -> None:
+        if value is not None and not YEAR_MONTH_RE.match(value):
+            raise ValidationError("year_month must be YYYY-MM with a month from 01 to 12")
+
+
+class ReadQuotaSchema(Schema):
+    bucket = fields.String()
+    year_month = fields.String()
+    charged_quota_size = fields.Integer()
+    charged_consumed_size = fields.Integer()
+    monthly_free_quota_size = fields.Integer()
+    monthly_free_consumed_size = fields.Integer()
+    sp_free_quota_size = fields.Integer(metadata={"description": "one-time free quota remaining"})
+    free_consumed_size = fields.Integer()
+    consumed_size = fields.Integer()
+    remain_quota_size = fields.Integer()
+
+
+class ReadRecordArgs(StrictSchema):
+    start_timestamp_us = fields.Integer(load_default=0, validate=validate.Range(min=0, max=INT64_MAX))
+    end_timestamp_us = fields.Integer(load_default=INT64_MAX, validate=validate.Range(min=0, max=INT64_MAX))
+    max_records = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    cursor = fields.String(load_default=None, allow_none=True)
+
+
+class ReadRecordSchema(Schema):
+    object_name = fields.String()
+    object_id = fields.Integer()
+    checksum = fields.String()
+    account = fields.String()
+    timestamp_us = fields.Integer()
+    read_size = fields.Integer()
+
+
+class ReadRecordListSchema(Schema):
+    read_records = fields.List(fields.Nested(ReadRecordSchema))
+    next_cursor = fields.String(allow_none=True)
+    next_start_timestamp_us = fields.Integer()
+
+
+class AccountLimitsSchema(StrictSchema):
+    account = fields.String(dump_only=True)
+    max_concurrent_downloads = fields.Integer(strict=True, allow_none=True, load_default=None,
+                                              validate=validate.Range(min=0, max=2**31 - 1))
+    max_monthly_downloads = fields.Integer(strict=True, allow_none=True, load_default=None,
+                                           validate=validate.Range(min=0, max=2**31 - 1))
+    active_downloads = fields.Integer(strict=True, dump_only=True)
+    downloads_this_month = fields.Integer(strict=True, dump_only=True)
+
+
+class ProblemSchema(Schema):
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    code = fields.String()

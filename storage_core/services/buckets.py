@@ -1,0 +1,115 @@
+"""Buckets: creation, settings (visibility, quotas, target locations) and deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from profiles import profile
+from storage_core.auth import Principal
+from storage_core.db import transaction
+from storage_core.errors import Conflict, Forbidden, NotFound
+from storage_core.models import Bucket, BucketTraffic, Object
+from storage_core.services.locations import validate_location_names
+from storage_core.settings import Settings
+from storage_core.timeutil import current_year_month
+
+# what the service operator grants (free quotas, placement) or who is billed: not the owner's to change
+ADMIN_ONLY_FIELDS = frozenset({"owner", "free_read_quota", "monthly_free_read_quota", "locations"})
+
+
+def get_bucket(session: Session, name: str) -> Bucket:
+    bucket = session.scalar(select(Bucket).where(Bucket.name == name))
+    if bucket is None:
+        raise NotFound(f"bucket {name!r} does not exist")
+    return bucket
+
+
+def bucket_view(bucket: Bucket) -> dict[str, Any]:
+    return {
+        "name": bucket.name,
+        "owner": bucket.owner,
+        "visibility": bucket.visibility,
+        "charged_read_quota": bucket.charged_read_quota,
+        "free_read_quota": bucket.free_read_quota,
+        "monthly_free_read_quota": bucket.monthly_free_read_quota,
+        "locations": sorted(loc.name for loc in bucket.locations),
+        "created_at": bucket.created_at,
+    }
+
+
+@profile("storage")
+class BucketService:
+    def __init__(self, session_factory: sessionmaker[Session], settings: Settings):
+        self.session_factory = session_factory
+        self.settings = settings
+
+    def list(self, principal: Principal) -> list[dict[str, Any]]:
+        query = select(Bucket).order_by(Bucket.name)
+        if not principal.is_admin:
+            query = query.where(Bucket.owner == principal.account)
+        with transaction(self.session_factory) as session:
+            return [bucket_view(b) for b in session.scalars(query)]
+
+    def get(self, name: str) -> dict[str, Any]:
+        with transaction(self.session_factory) as session:
+            return bucket_view(get_bucket(session, name))
+
+    def create(self, data: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """Any account may create a bucket it owns; only admins choose another owner or the grants."""
+        owner = data.get("owner") or principal.account
+        if not principal.is_admin and (owner != principal.account or set(data) & ADMIN_ONLY_FIELDS):
+            raise Forbidden("only admins set a bucket's owner, free quotas or locations")
+        try:
+            with transaction(self.session_factory) as session:
+                bucket = Bucket(
+                    name=data["name"],
+                    owner=owner,
+                    visibility=data["visibility"],
+                    charged_read_quota=data["charged_read_quota"],
+                    free_read_quota=data.get("free_read_quota", self.settings.free_read_quota),
+                    monthly_free_read_quota=data.get(
+                        "monthly_free_read_quota", self.settings.monthly_free_read_quota),
+                )
+                bucket.locations = validate_location_names(session, data.get("locations") or [])
+                session.add(bucket)
+                session.flush()
+                return bucket_view(bucket)
+        except IntegrityError:
+            raise Conflict(f"bucket {data['name']!r} already exists") from None
+
+    def update(self, name: str, changes: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        if not principal.is_admin and set(changes) & ADMIN_ONLY_FIELDS:
+            raise Forbidden(f"only admins change {', '.join(sorted(set(changes) & ADMIN_ONLY_FIELDS))}")
+        with transaction(self.session_factory) as session:
+            bucket = get_bucket(session, name)
+            if "locations" in changes:
+                bucket.locations = validate_location_names(session, changes.pop("locations"))
+            for field, value in changes.items():
+                setattr(bucket, field, value)
+            # The current month's quota row follows the new figures at once (later months are created
+            # from the bucket). Lowering a quota below what was consumed simply leaves nothing to read.
+            month_changes = {}
+            if "charged_read_quota" in changes:
+                month_changes["charged_quota_size"] = changes["charged_read_quota"]
+            if "monthly_free_read_quota" in changes:
+                month_changes["monthly_free_quota_size"] = changes["monthly_free_read_quota"]
+            if month_changes:
+                session.execute(
+                    update(BucketTraffic)
+                    .where(BucketTraffic.bucket_id == bucket.id,
+                           BucketTraffic.year_month >= current_year_month())
+                    .values(**month_changes)
+                )
+            session.flush()
+            return bucket_view(bucket)
+
+    def delete(self, name: str) -> None:
+        with transaction(self.session_factory) as session:
+            bucket = get_bucket(session, name)
+            if session.scalar(select(exists().where(Object.bucket_id == bucket.id))):
+                raise Conflict(f"bucket {name!r} is not empty")
+            session.delete(bucket)

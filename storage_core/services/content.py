@@ -1,0 +1,276 @@
+"""Content store: writes a file's pieces to locations, copies and removes copies, frees unreferenced files.
+
+Every change of a file's copies happens under a lock of the file's row, so that an upload reusing a
+stored copy and the removal of that copy can never interleave:
+
+- a copy is ``pending`` while its pieces are written (never served, never removed by others);
+- ``release`` removes a file only when no object refers to it and no copy is pending, first
+  marking its copies ``deleting``, then removing the pieces, then the rows;
+- a failed write removes its pending copy and the pieces it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage_core.db import transaction
+from storage_core.errors import Conflict, InsufficientStorage, NotFound, StorageUnavailable
+from storage_core.models import CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.plugin import LocationPlugin
+from storage_core.services.locations import LocationDirectory, usage
+from storage_core.services.reader import FileLayout, Source, VerifiedReader, servable_copies
+from storage_core.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingWrite:
+    copy_id: int
+    location: StorageLocation
+
+
+def lock_file(session: Session, checksum: str) -> File | None:
+    return session.scalar(select(File).where(File.checksum == checksum).with_for_update())
+
+
+class ContentStore:
+    def __init__(self, session_factory: sessionmaker[Session], directory: LocationDirectory):
+        self.session_factory = session_factory
+        self.directory = directory
+
+    # ---- writing ---------------------------------------------------------------------------------
+
+    def reserve(self, session: Session, spool: Spool, locations: list[StorageLocation],
+                owner: str) -> list[PendingWrite]:
+        """Make sure the file row exists and each target location has a copy or a pending one.
+
+        Runs inside the caller's transaction; returns the copies whose pieces must be written.
+        """
+        file = lock_file(session, spool.sha256)
+        if file is None:
+            file = File(checksum=spool.sha256, size=spool.size, piece_size=spool.piece_size,
+                        piece_count=spool.piece_count, block_size=spool.block_size,
+                        block_digests=spool.block_digests, md5=spool.md5)
+            try:
+                with session.begin_nested():
+                    session.add(file)
+            except IntegrityError:
+                # another upload of the same content created it first: wait for its lock
+                file = lock_file(session, spool.sha256)
+                if file is None:  # pragma: no cover - it existed a moment ago
+                    raise Conflict("content is being changed concurrently; retry") from None
+        copies = {c.location_id: c for c in session.scalars(
+            select(FileCopy).where(FileCopy.checksum == file.checksum))}
+        pending: list[PendingWrite] = []
+        needs_space = [loc for loc in locations if loc.id not in copies and loc.capacity is not None]
+        used = usage(session, [loc.id for loc in needs_space]) if needs_space else {}
+        for location in locations:
+            copy = copies.get(location.id)
+            if copy is not None and copy.state == CopyState.STORED:
+                continue
+            if copy is not None and copy.state in (CopyState.PENDING, CopyState.DELETING):
+                doing = "written to" if copy.state == CopyState.PENDING else "removed from"
+                raise Conflict(
+                    f"the same content is being {doing} location {location.name!r} by another request; retry"
+                )
+            room = location.capacity - used.get(location.id, (0, 0))[0] if location.capacity is not None else None
+            if copy is None and room is not None and file.size > room:
+                raise InsufficientStorage(f"location {location.name!r} has no room for {file.size} bytes")
+            if copy is None:
+                copy = FileCopy(checksum=file.checksum, location_id=location.id, state=CopyState.PENDING)
+                session.add(copy)
+            copy.state = CopyState.PENDING
+            copy.owner = owner
+            session.flush()
+            pending.append(PendingWrite(copy.id, location))
+        return pending
+
+    def write(self, spool: Spool, pending: list[PendingWrite]) -> None:
+        """Write every piece to every pending location; on failure remove what this write created."""
+        written: list[tuple[LocationPlugin, int]] = []
+        try:
+            for target in pending:
+                plugin = self.directory.plugin_for(target.location)
+                for index in range(spool.piece_count):
+                    with spool.piece_reader(index) as stream:
+                        plugin.write_piece(spool.sha256, index, stream, spool.piece_length(index))
+                    written.append((plugin, index))
+        except Exception as exc:
+            self.abandon(spool.sha256, pending, written)
+            if isinstance(exc, StorageUnavailable):
+                raise StorageUnavailable(f"could not write to location: {exc.detail}") from exc
+            raise
+
+    def abandon(self, checksum: str, pending: list[PendingWrite],
+                written: Iterable[tuple[LocationPlugin, int]] = ()) -> None:
+        """Undo a reservation: pieces first (so no row ever points at missing pieces), then rows."""
+        for plugin, index in written:
+            try:
+                plugin.delete_piece(checksum, index)
+            except Exception:  # gc removes it later; the original error matters more
+                log.exception("could not remove piece %s.%d after a failed write", checksum, index)
+        try:
+            with transaction(self.session_factory) as session:
+                lock_file(session, checksum)
+                session.execute(delete(FileCopy).where(FileCopy.id.in_([p.copy_id for p in pending]),
+                                                       FileCopy.state == CopyState.PENDING))
+                self._drop_file_if_unused(session, checksum)
+        except Exception:
+            log.exception("could not remove pending copies of %s; gc will", checksum)
+
+    @staticmethod
+    def mark_stored(session: Session, pending: list[PendingWrite]) -> None:
+        if pending:
+            session.execute(update(FileCopy).where(FileCopy.id.in_([p.copy_id for p in pending]))
+                            .values(state=CopyState.STORED, owner=None))
+
+    @staticmethod
+    def _drop_file_if_unused(session: Session, checksum: str) -> None:
+        in_use = session.scalar(select(
+            exists().where(FileCopy.checksum == checksum) | exists().where(Object.checksum == checksum)))
+        if not in_use:
+            session.execute(delete(File).where(File.checksum == checksum))
+
+    # ---- reading ---------------------------------------------------------------------------------
+
+    def sources(self, copies: list[tuple[FileCopy, StorageLocation]]) -> list[Source]:
+        return [Source(copy.id, loc.id, loc.name, loc.tier, self.directory.plugin_for(loc))
+                for copy, loc in copies]
+
+    def reader(self, session: Session, file: File) -> VerifiedReader:
+        return VerifiedReader(FileLayout.of(file), self.sources(servable_copies(session, file.checksum)),
+                              self.note_failure)
+
+    def note_failure(self, source: Source, exc: StorageUnavailable) -> None:
+        """A copy that lost or corrupted a piece stops being served until it is repaired."""
+        if exc.code in ("PieceMissing", "CorruptPiece"):
+            try:
+                with transaction(self.session_factory) as session:
+                    session.execute(update(FileCopy).where(FileCopy.id == source.copy_id,
+                                                           FileCopy.state == CopyState.STORED)
+                                    .values(state=CopyState.CORRUPT))
+            except Exception:
+                log.exception("could not mark copy %d corrupt", source.copy_id)
+
+    # ---- copies ----------------------------------------------------------------------------------
+
+    def copy_to(self, checksum: str, location: StorageLocation) -> None:
+        """Copy a stored file to another location, verifying every block on the way."""
+        owner = uuid.uuid4().hex
+        with transaction(self.session_factory) as session:
+            file = lock_file(session, checksum)
+            if file is None:
+                raise StorageUnavailable(f"file {checksum} is gone")
+            existing = session.scalar(select(FileCopy).where(FileCopy.checksum == checksum,
+                                                             FileCopy.location_id == location.id))
+            if existing is not None and existing.state != CopyState.CORRUPT:
+                raise Conflict(f"file already has a {existing.state} copy on {location.name!r}")
+            if location.capacity is not None and existing is None:
+                used = usage(session, [location.id]).get(location.id, (0, 0))[0]
+                if used + file.size > location.capacity:
+                    raise InsufficientStorage(f"location {location.name!r} has no room for {file.size} bytes")
+            copy = existing or FileCopy(checksum=checksum, location_id=location.id)
+            copy.state, copy.owner = CopyState.PENDING, owner
+            session.add(copy)
+            session.flush()
+            pending = [PendingWrite(copy.id, location)]
+            reader = self.reader(session, file)
+            layout = FileLayout.of(file)
+        target = self.directory.plugin_for(location)
+        written: list[tuple[LocationPlugin, int]] = []
+        try:
+            for index in range(-(-layout.size // layout.piece_size)):
+                start = index * layout.piece_size
+                length = layout.piece_length(index)
+                stream = IterStream(reader.iter_range(start, start + length))
+                target.write_piece(checksum, index, stream, length)
+                written.append((target, index))
+        except Exception:
+            self.abandon(checksum, pending, written)
+            raise
+        with transaction(self.session_factory) as session:
+            lock_file(session, checksum)
+            self.mark_stored(session, pending)
+
+    def remove_copy(self, checksum: str, location: StorageLocation) -> None:
+        with transaction(self.session_factory) as session:
+            lock_file(session, checksum)
+            copies = session.scalars(select(FileCopy).where(FileCopy.checksum == checksum)).all()
+            target = next((c for c in copies if c.location_id == location.id), None)
+            if target is None:
+                raise NotFound(f"file {checksum} has no copy on {location.name!r}")
+            others = [c for c in copies if c.id != target.id and c.state == CopyState.STORED]
+            if target.state == CopyState.PENDING:
+                raise Conflict(f"the copy on {location.name!r} is being written")
+            if not others and target.state == CopyState.STORED:
+                raise Conflict("this is the last stored copy of the file; delete the object instead")
+            target.state = CopyState.DELETING
+        self._remove_pieces_and_rows(checksum, [(target.id, location)])
+
+    # ---- freeing ---------------------------------------------------------------------------------
+
+    def release(self, checksum: str) -> bool:
+        """Remove a file no object refers to any more; False when it is still in use."""
+        with transaction(self.session_factory) as session:
+            file = lock_file(session, checksum)
+            if file is None:
+                return True
+            if session.scalar(select(exists().where(Object.checksum == checksum))):
+                return False
+            copies = session.scalars(select(FileCopy).where(FileCopy.checksum == checksum)).all()
+            if any(c.state == CopyState.PENDING for c in copies):
+                return False  # an upload is reusing it; that upload or gc decides later
+            for copy in copies:
+                copy.state = CopyState.DELETING
+            targets = [(c.id, c.location) for c in copies]
+        self._remove_pieces_and_rows(checksum, targets)
+        return True
+
+    def _remove_pieces_and_rows(self, checksum: str, targets: list[tuple[int, StorageLocation]]) -> None:
+        with transaction(self.session_factory) as session:
+            file = session.get(File, checksum)
+            piece_count = file.piece_count if file else 0
+        removed = []
+        for copy_id, location in targets:
+            try:
+                plugin = self.directory.plugin_for(location)
+                for index in range(piece_count):
+                    plugin.delete_piece(checksum, index)
+                removed.append(copy_id)
+            except StorageUnavailable as exc:
+                # the copy stays 'deleting'; `storage-admin gc` finishes the job when the location is back
+                log.warning("could not remove pieces of %s from %s: %s", checksum, location.name, exc.detail)
+        with transaction(self.session_factory) as session:
+            lock_file(session, checksum)
+            if removed:
+                session.execute(delete(FileCopy).where(FileCopy.id.in_(removed)))
+            self._drop_file_if_unused(session, checksum)
+
+
+class IterStream:
+    """A read()-able view of an iterator of byte chunks, for plugins that consume a stream."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            data = self._buffer + b"".join(self._chunks)
+            self._buffer = b""
+            return data
+        while len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data

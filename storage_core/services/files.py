@@ -1,0 +1,101 @@
+"""Files by checksum: metadata with copies and references, copies between locations, availability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from profiles import profile
+from storage_core.auth import Principal
+from storage_core.db import transaction
+from storage_core.errors import InvalidArgument, NotFound
+from storage_core.models import Bucket, CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.schemas import CHECKSUM_RE
+from storage_core.services.content import ContentStore
+from storage_core.services.locations import get_location
+from storage_core.services.reader import serving_order
+
+
+def validate_checksum(checksum: str) -> str:
+    if not CHECKSUM_RE.match(checksum):
+        raise InvalidArgument("checksum must be a sha256 digest: 64 lower-case hex characters")
+    return checksum
+
+
+def get_file(session: Session, checksum: str) -> File:
+    file = session.get(File, validate_checksum(checksum))
+    if file is None:
+        raise NotFound(f"file {checksum} does not exist")
+    return file
+
+
+@profile("storage")
+class FileService:
+    def __init__(self, session_factory: sessionmaker[Session], content: ContentStore):
+        self.session_factory = session_factory
+        self.content = content
+
+    def get(self, checksum: str) -> dict[str, Any]:
+        with transaction(self.session_factory) as session:
+            file = get_file(session, checksum)
+            copies = session.execute(
+                select(FileCopy, StorageLocation).join(StorageLocation, StorageLocation.id == FileCopy.location_id)
+                .where(FileCopy.checksum == checksum).order_by(*serving_order())
+            ).all()
+            references = session.execute(
+                select(Bucket.name, Object.key).join(Bucket, Bucket.id == Object.bucket_id)
+                .where(Object.checksum == checksum).order_by(Bucket.name, Object.key)
+            ).all()
+            return {
+                "checksum": file.checksum,
+                "size": file.size,
+                "piece_size": file.piece_size,
+                "piece_count": file.piece_count,
+                "created_at": file.created_at,
+                "copies": [{"location": loc.name, "tier": loc.tier, "priority": loc.priority, "state": copy.state}
+                           for copy, loc in copies],
+                "references": [{"bucket": b, "key": k} for b, k in references],
+            }
+
+    def add_copy(self, checksum: str, location_name: str) -> dict[str, Any]:
+        with transaction(self.session_factory) as session:
+            get_file(session, checksum)
+            location = get_location(session, location_name)
+        self.content.copy_to(checksum, location)
+        return self.get(checksum)
+
+    def remove_copy(self, checksum: str, location_name: str) -> None:
+        with transaction(self.session_factory) as session:
+            get_file(session, checksum)
+            location = get_location(session, location_name)
+        self.content.remove_copy(checksum, location)
+
+
+class AvailabilityService:
+    """Whether files can be downloaded now, and from which tier (REGARDS availability)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]):
+        self.session_factory = session_factory
+
+    def check(self, checksums: list[str], principal: Principal) -> list[dict[str, Any]]:
+        """Non-admins learn only of files they could read: in public-read buckets or their own."""
+        wanted = list(dict.fromkeys(checksums))
+        query = (
+            select(FileCopy.checksum, StorageLocation.tier)
+            .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
+            .where(FileCopy.checksum.in_(wanted), FileCopy.state.in_(CopyState.SERVABLE),
+                   StorageLocation.enabled.is_(True))
+        )
+        if not principal.is_admin:
+            readable = (select(Object.checksum).join(Bucket, Bucket.id == Object.bucket_id)
+                        .where(or_(Bucket.visibility == "public-read", Bucket.owner == principal.account)))
+            query = query.where(FileCopy.checksum.in_(readable))
+        with transaction(self.session_factory) as session:
+            rows = session.execute(query).all()
+        tiers: dict[str, str] = {}
+        for checksum, tier in rows:
+            if tiers.get(checksum) != "hot":
+                tiers[checksum] = tier
+        return [{"checksum": c, "available": c in tiers, "tier": tiers.get(c)} for c in checksums]

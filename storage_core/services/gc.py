@@ -1,0 +1,105 @@
+"""Garbage collection: abandoned pending copies, unfinished deletions, unreferenced files, orphan pieces.
+
+Safe while uploads run: an upload commits its pending copy row *before* writing any piece, so listing
+a location's pieces first and reading the copy rows afterwards can never take a piece of a running
+upload for an orphan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, exists, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from profiles import profile
+from storage_core.db import transaction
+from storage_core.errors import StorageUnavailable
+from storage_core.models import CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.services.content import ContentStore, PendingWrite
+from storage_core.services.limits import DownloadLimits
+from storage_core.services.locations import LocationDirectory
+
+log = logging.getLogger(__name__)
+
+
+@profile("storage")
+class GarbageCollector:
+    def __init__(self, session_factory: sessionmaker[Session], content: ContentStore,
+                 directory: LocationDirectory, spool_dir: Path, limits: DownloadLimits | None = None):
+        self.session_factory = session_factory
+        self.content = content
+        self.directory = directory
+        self.spool_dir = spool_dir
+        self.limits = limits
+
+    def collect(self, pending_grace_seconds: int = 3600, dry_run: bool = False) -> dict[str, Any]:
+        report: dict[str, Any] = {"abandoned_copies": 0, "files_released": 0, "orphan_pieces": 0,
+                                  "spool_files": 0, "locations_skipped": []}
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=pending_grace_seconds)
+        # bodies of uploads whose process died before it could remove them
+        if self.spool_dir.is_dir():
+            for path in self.spool_dir.iterdir():
+                if path.is_file() and path.stat().st_mtime < cutoff.timestamp():
+                    report["spool_files"] += 1
+                    if not dry_run:
+                        path.unlink(missing_ok=True)
+        with transaction(self.session_factory) as session:
+            stale = session.execute(
+                select(FileCopy, File.piece_count).join(File, File.checksum == FileCopy.checksum)
+                .where(FileCopy.state == CopyState.PENDING, FileCopy.updated_at < cutoff)
+            ).all()
+            stale_rows = [(c.id, c.checksum, c.location, n) for c, n in stale]
+        for copy_id, checksum, location, piece_count in stale_rows:
+            report["abandoned_copies"] += 1
+            if dry_run:
+                continue
+            plugin = self.directory.plugin_for(location)
+            written = [(plugin, index) for index in range(piece_count)]
+            self.content.abandon(checksum, [PendingWrite(copy_id, location)], written)
+
+        with transaction(self.session_factory) as session:
+            unreferenced = session.scalars(
+                select(File.checksum).where(
+                    ~exists().where(Object.checksum == File.checksum),
+                    ~exists().where(and_(FileCopy.checksum == File.checksum,
+                                         FileCopy.state == CopyState.PENDING)),
+                )
+            ).all()
+        for checksum in unreferenced:
+            report["files_released"] += 1
+            if not dry_run:
+                self.content.release(checksum)
+
+        with transaction(self.session_factory) as session:
+            locations = list(session.scalars(select(StorageLocation).where(StorageLocation.enabled.is_(True))))
+        for location in locations:
+            plugin = self.directory.plugin_for(location)
+            try:
+                if not dry_run:
+                    report["partial_writes"] = report.get("partial_writes", 0) + plugin.remove_partial_writes(
+                        cutoff.timestamp())
+                listed = list(plugin.list_pieces())
+            except (NotImplementedError, StorageUnavailable) as exc:
+                report["locations_skipped"].append(f"{location.name}: {exc}")
+                continue
+            # read the rows only after listing: see the module docstring
+            with transaction(self.session_factory) as session:
+                known = dict(session.execute(
+                    select(FileCopy.checksum, File.piece_count).join(File, File.checksum == FileCopy.checksum)
+                    .where(FileCopy.location_id == location.id)
+                ).all())
+            for checksum, index in listed:
+                if checksum in known and index < known[checksum]:
+                    continue
+                report["orphan_pieces"] += 1
+                if not dry_run:
+                    plugin.delete_piece(checksum, index)
+        if self.limits is not None and not dry_run:
+            day_ago = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).timestamp() * 1_000_000)
+            report["old_leases"] = self.limits.forget_old_leases(day_ago)
+        log.info("gc: %s", report)
+        return report

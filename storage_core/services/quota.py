@@ -1,0 +1,346 @@
+"""Read quota: charging a read (check, consume and record in one transaction), refunds, and bill queries.
+
+A charge of ``n`` bytes takes, in this order, the month's charged quota, the month's free quota, then
+the bucket's one-time free quota (Greenfield v1.10). The read record is inserted in the same
+transaction as the consumption. Two ways, both exact under any concurrency on any number of instances:
+
+- **combined charges (PostgreSQL)**: the charges that arrive together for one bucket in one worker are
+  decided in one transaction that holds the month row's lock (``SELECT ... FOR UPDATE``): admission and
+  split are computed from the locked row, then one relative UPDATE and one multi-row INSERT. Every read
+  of a bucket queues on that row's lock, so one transaction (one commit, one fsync) for a whole batch
+  instead of one per read is what lets reads of one bucket scale. Requests are admitted smallest first:
+  when one is refused, no other refused one would have fit either.
+- **one conditional UPDATE (SQLite, and inside a caller's transaction)**: the WHERE clause checks that
+  enough is left and the SET clause splits the charge, from the row as the UPDATE holds its lock.
+
+Nothing is ever read and written back without the row's lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, and_, case, delete, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage_core.db import transaction
+from storage_core.errors import InvalidArgument, QuotaExceeded
+from storage_core.metrics import QUOTA_REJECTIONS
+from storage_core.models import Bucket, BucketTraffic, ReadRecord
+from storage_core.services.buckets import get_bucket
+from storage_core.services.combiner import ChargeCombiner
+from storage_core.timeutil import now_us, year_month_of
+
+T = BucketTraffic
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """One read to charge."""
+
+    bucket_id: int
+    object_name: str
+    object_id: int
+    checksum: str
+    account: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A charge that was made: enough to refund it exactly."""
+
+    record_id: int
+    bucket_id: int
+    year_month: str
+    size: int
+    charged_part: int
+    monthly_free_part: int
+    free_part: int
+
+
+def _positive(expr: ColumnElement[int]) -> ColumnElement[int]:
+    return case((expr > 0, expr), else_=literal(0))
+
+
+def _least(a: ColumnElement[int], b: ColumnElement[int]) -> ColumnElement[int]:
+    return case((a <= b, a), else_=b)
+
+
+def charge_split(n: ColumnElement[int]) -> tuple[ColumnElement[int], ColumnElement[int], ColumnElement[int],
+                                                   ColumnElement[int]]:
+    """SQL expressions (over the row's current values) for the split of a charge of ``n`` bytes."""
+    charged_left = _positive(T.charged_quota_size - T.charged_consumed_size)
+    monthly_left = _positive(T.monthly_free_quota_size - T.monthly_free_consumed_size)
+    charged = _least(n, charged_left)
+    monthly = _least(n - charged, monthly_left)
+    free = n - charged - monthly
+    enough = charged_left + monthly_left + T.free_quota_remaining >= n
+    return charged, monthly, free, enough
+
+
+def create_month_row(session: Session, bucket_id: int, year_month: str) -> None:
+    """Create the month's traffic row from the bucket, moving the one-time free quota left into it.
+
+    The previous month's row is locked while its remaining one-time free quota is carried over, and
+    is left with none: a read of the previous month that commits after the new month began cannot
+    spend the same free bytes a second time (it can only use that month's own quotas).
+    """
+    previous = session.scalar(
+        select(T).where(T.bucket_id == bucket_id, T.year_month < year_month)
+        .order_by(T.year_month.desc()).limit(1).with_for_update())
+    bucket = session.get(Bucket, bucket_id)
+    if bucket is None:
+        return
+    carried = previous.free_quota_remaining if previous is not None else bucket.free_read_quota
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(T).values(
+            bucket_id=bucket_id, year_month=year_month, charged_quota_size=bucket.charged_read_quota,
+            charged_consumed_size=0, monthly_free_quota_size=bucket.monthly_free_read_quota,
+            monthly_free_consumed_size=0, free_quota_remaining=carried, free_consumed_size=0,
+            last_charged_part=0, last_monthly_free_part=0, last_free_part=0,
+        ).on_conflict_do_nothing()
+    ).rowcount
+    if inserted and previous is not None and previous.year_month < year_month:
+        session.execute(update(T).where(T.bucket_id == bucket_id, T.year_month == previous.year_month)
+                        .values(free_quota_remaining=0).execution_options(synchronize_session=False))
+
+
+class QuotaService:
+    """The quota checker (charge, refund) and the quota queryer (month figures, read records)."""
+
+    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], int] = now_us):
+        self.session_factory = session_factory
+        self.clock = clock  # microseconds since the epoch; tests move it across months
+        self._combiner = ChargeCombiner(self._charge_batch)
+        self._combine: bool | None = None
+
+    # ---- checker -----------------------------------------------------------------------------------
+
+    def charge(self, request: ReadRequest) -> Charge:
+        """Charge one read in a transaction of its own (or shared with concurrent reads of its bucket)."""
+        timestamp_us = self.clock()
+        if self._combine is None:
+            self._combine = self.session_factory.kw["bind"].dialect.name == "postgresql"
+        if self._combine:
+            return self._combiner.submit((request.bucket_id, year_month_of(timestamp_us)), (request, timestamp_us))
+        with transaction(self.session_factory) as session:
+            return self.charge_in(session, request, timestamp_us)
+
+    def _charge_batch(self, key: tuple[int, str], batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
+        bucket_id, year_month = key
+        with transaction(self.session_factory) as session:
+            locked = select(T).where(T.bucket_id == bucket_id, T.year_month == year_month).with_for_update()
+            row = session.scalar(locked)
+            if row is None:
+                create_month_row(session, bucket_id, year_month)
+                row = session.scalar(locked)
+            if row is None:  # the bucket is gone
+                return [QuotaExceeded("the bucket no longer exists") for _ in batch]
+            charged_left = max(row.charged_quota_size - row.charged_consumed_size, 0)
+            monthly_left = max(row.monthly_free_quota_size - row.monthly_free_consumed_size, 0)
+            available = charged_left + monthly_left + row.free_quota_remaining
+            results: list[Charge | Exception] = [QuotaExceeded("")] * len(batch)
+            admitted: list[tuple[int, int, int, int]] = []  # (position, charged, monthly, free)
+            used = 0
+            for position in sorted(range(len(batch)), key=lambda i: (batch[i][0].size, i)):
+                size = batch[position][0].size
+                if used + size > available:
+                    break  # smallest first: nothing after this fits either
+                charged = max(0, min(size, charged_left - used))
+                monthly = max(0, min(used + size, charged_left + monthly_left) - max(used, charged_left))
+                admitted.append((position, charged, monthly, size - charged - monthly))
+                used += size
+            if admitted:
+                total_c = sum(a[1] for a in admitted)
+                total_m = sum(a[2] for a in admitted)
+                total_f = sum(a[3] for a in admitted)
+                session.execute(
+                    update(T).where(T.bucket_id == bucket_id, T.year_month == year_month)
+                    .values(charged_consumed_size=T.charged_consumed_size + total_c,
+                            monthly_free_consumed_size=T.monthly_free_consumed_size + total_m,
+                            free_quota_remaining=T.free_quota_remaining - total_f,
+                            free_consumed_size=T.free_consumed_size + total_f)
+                    .execution_options(synchronize_session=False))
+                rows = [{
+                    "bucket_id": bucket_id, "year_month": year_month, "object_name": batch[p][0].object_name,
+                    "object_id": batch[p][0].object_id, "checksum": batch[p][0].checksum,
+                    "account": batch[p][0].account, "timestamp_us": batch[p][1], "read_size": batch[p][0].size,
+                    "charged_size": c, "monthly_free_size": m, "free_size": f,
+                } for p, c, m, f in admitted]
+                ids = session.scalars(insert(ReadRecord).returning(ReadRecord.id, sort_by_parameter_order=True),
+                                      rows).all()
+                for (position, c, m, f), record_id in zip(admitted, ids, strict=True):
+                    results[position] = Charge(record_id, bucket_id, year_month, batch[position][0].size, c, m, f)
+        for position, result in enumerate(results):
+            if isinstance(result, QuotaExceeded):
+                QUOTA_REJECTIONS.inc()
+                results[position] = QuotaExceeded(
+                    f"not enough read quota left this month for {batch[position][0].size} bytes")
+        return results
+
+    def charge_in(self, session: Session, request: ReadRequest, timestamp_us: int | None = None) -> Charge:
+        """Charge one read inside the caller's transaction (one conditional UPDATE), or raise ``QuotaExceeded``."""
+        timestamp_us = self.clock() if timestamp_us is None else timestamp_us
+        year_month = year_month_of(timestamp_us)
+        bucket_id, size = request.bucket_id, request.size
+        n = literal(size, BigInteger)
+        charged, monthly, free, enough = charge_split(n)
+        statement = (
+            update(T)
+            .where(T.bucket_id == bucket_id, T.year_month == year_month, enough)
+            .values(
+                charged_consumed_size=T.charged_consumed_size + charged,
+                monthly_free_consumed_size=T.monthly_free_consumed_size + monthly,
+                free_quota_remaining=T.free_quota_remaining - free,
+                free_consumed_size=T.free_consumed_size + free,
+                last_charged_part=charged,
+                last_monthly_free_part=monthly,
+                last_free_part=free,
+            )
+            .returning(T.last_charged_part, T.last_monthly_free_part, T.last_free_part)
+            .execution_options(synchronize_session=False)
+        )
+        parts = session.execute(statement).first()
+        if parts is None:
+            # no row for this month yet, or not enough quota: create the row (idempotent) and try once more
+            create_month_row(session, bucket_id, year_month)
+            parts = session.execute(statement).first()
+        if parts is None:
+            QUOTA_REJECTIONS.inc()
+            raise QuotaExceeded(f"not enough read quota left this month for {size} bytes")
+        record = ReadRecord(
+            bucket_id=bucket_id, year_month=year_month, object_name=request.object_name,
+            object_id=request.object_id, checksum=request.checksum, account=request.account,
+            timestamp_us=timestamp_us, read_size=size,
+            charged_size=parts[0], monthly_free_size=parts[1], free_size=parts[2],
+        )
+        session.add(record)
+        session.flush()
+        return Charge(record.id, bucket_id, year_month, size, parts[0], parts[1], parts[2])
+
+    def refund(self, charge: Charge, undelivered: int) -> None:
+        """Give back bytes that were charged but not delivered, newest quota first; fix the record."""
+        undelivered = min(undelivered, charge.size)
+        if undelivered <= 0:
+            return
+        free = min(undelivered, charge.free_part)
+        monthly = min(undelivered - free, charge.monthly_free_part)
+        charged = undelivered - free - monthly
+        with transaction(self.session_factory) as session:
+            session.execute(
+                update(T)
+                .where(T.bucket_id == charge.bucket_id, T.year_month == charge.year_month)
+                .values(
+                    charged_consumed_size=T.charged_consumed_size - charged,
+                    monthly_free_consumed_size=T.monthly_free_consumed_size - monthly,
+                    free_quota_remaining=T.free_quota_remaining + free,
+                    free_consumed_size=T.free_consumed_size - free,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if undelivered == charge.size:
+                session.execute(delete(ReadRecord).where(ReadRecord.id == charge.record_id))
+            else:
+                session.execute(
+                    update(ReadRecord)
+                    .where(ReadRecord.id == charge.record_id)
+                    .values(read_size=ReadRecord.read_size - undelivered,
+                            charged_size=ReadRecord.charged_size - charged,
+                            monthly_free_size=ReadRecord.monthly_free_size - monthly,
+                            free_size=ReadRecord.free_size - free)
+                    .execution_options(synchronize_session=False)
+                )
+
+    # ---- queryer -----------------------------------------------------------------------------------
+
+    def read_quota(self, bucket_name: str, year_month: str | None) -> dict[str, Any]:
+        year_month = year_month or year_month_of(self.clock())
+        with transaction(self.session_factory) as session:
+            bucket = get_bucket(session, bucket_name)
+            row = session.get(T, (bucket.id, year_month))
+            if row is None:
+                carried = session.scalar(
+                    select(T.free_quota_remaining)
+                    .where(T.bucket_id == bucket.id, T.year_month < year_month)
+                    .order_by(T.year_month.desc()).limit(1))
+                figures = {
+                    "charged_quota_size": bucket.charged_read_quota, "charged_consumed_size": 0,
+                    "monthly_free_quota_size": bucket.monthly_free_read_quota, "monthly_free_consumed_size": 0,
+                    "sp_free_quota_size": bucket.free_read_quota if carried is None else carried,
+                    "free_consumed_size": 0,
+                }
+            else:
+                figures = {
+                    "charged_quota_size": row.charged_quota_size,
+                    "charged_consumed_size": row.charged_consumed_size,
+                    "monthly_free_quota_size": row.monthly_free_quota_size,
+                    "monthly_free_consumed_size": row.monthly_free_consumed_size,
+                    "sp_free_quota_size": row.free_quota_remaining,
+                    "free_consumed_size": row.free_consumed_size,
+                }
+        consumed = (figures["charged_consumed_size"] + figures["monthly_free_consumed_size"]
+                    + figures["free_consumed_size"])
+        remain = (max(figures["charged_quota_size"] - figures["charged_consumed_size"], 0)
+                  + max(figures["monthly_free_quota_size"] - figures["monthly_free_consumed_size"], 0)
+                  + figures["sp_free_quota_size"])
+        return {"bucket": bucket_name, "year_month": year_month, **figures,
+                "consumed_size": consumed, "remain_quota_size": remain}
+
+    def read_records(self, bucket_name: str, start_us: int, end_us: int, max_records: int,
+                     cursor: str | None) -> dict[str, Any]:
+        """Records in ``[start_us, end_us)`` by (timestamp, id): the cursor resumes exactly after the last."""
+        if start_us > end_us:
+            raise InvalidArgument("start_timestamp_us must not be greater than end_timestamp_us")
+        after = decode_cursor(cursor) if cursor else None
+        with transaction(self.session_factory) as session:
+            bucket = get_bucket(session, bucket_name)
+            query = select(ReadRecord).where(
+                ReadRecord.bucket_id == bucket.id,
+                ReadRecord.timestamp_us >= start_us,
+                ReadRecord.timestamp_us < end_us,
+            )
+            if after is not None:
+                ts, rid = after
+                query = query.where(or_(ReadRecord.timestamp_us > ts,
+                                        and_(ReadRecord.timestamp_us == ts, ReadRecord.id > rid)))
+            rows = session.scalars(
+                query.order_by(ReadRecord.timestamp_us, ReadRecord.id).limit(max_records + 1)).all()
+        more = len(rows) > max_records
+        rows = rows[:max_records]
+        records = [
+            {"object_name": r.object_name, "object_id": r.object_id, "checksum": r.checksum,
+             "account": r.account, "timestamp_us": r.timestamp_us, "read_size": r.read_size}
+            for r in rows
+        ]
+        next_cursor = encode_cursor(rows[-1].timestamp_us, rows[-1].id) if more else None
+        return {
+            "read_records": records,
+            "next_cursor": next_cursor,
+            # Greenfield's field: where the next page starts (0 when the listing is complete). Several
+            # records can share that timestamp, so only next_cursor resumes without repeats.
+            "next_start_timestamp_us": rows[-1].timestamp_us if more else 0,
+        }
+
+
+def encode_cursor(timestamp_us: int, record_id: int) -> str:
+    raw = json.dumps([timestamp_us, record_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        ts, rid = json.loads(raw)
+        if not (isinstance(ts, int) and isinstance(rid, int)):
+            raise ValueError
+        return ts, rid
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise InvalidArgument("cursor is not one this service returned") from None

@@ -1,0 +1,130 @@
+"""Reading a file's bytes: the copies in serving order, and a reader that verifies and fails over per block."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import case, select
+from sqlalchemy.orm import Session
+
+from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
+from storage_core.metrics import BYTES_SERVED, FAILOVERS
+from storage_core.models import CopyState, File, FileCopy, StorageLocation
+from storage_core.plugin import LocationPlugin
+from storage_core.ranges import block_span, global_block_index, split_range
+
+log = logging.getLogger(__name__)
+
+DIGEST = 32
+
+
+@dataclass(frozen=True, slots=True)
+class FileLayout:
+    """What a reader needs to know of a file; detached from any database session."""
+
+    checksum: str
+    size: int
+    piece_size: int
+    block_size: int
+    block_digests: bytes
+
+    @classmethod
+    def of(cls, file: File) -> FileLayout:
+        return cls(file.checksum, file.size, file.piece_size, file.block_size, file.block_digests)
+
+    def piece_length(self, index: int) -> int:
+        return min(self.piece_size, self.size - index * self.piece_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One copy of a file, as a candidate to read from."""
+
+    copy_id: int
+    location_id: int
+    location: str
+    tier: str
+    plugin: LocationPlugin
+
+
+def serving_order():  # type: ignore[no-untyped-def]
+    """Hot before cold, then priority (0 first); the id breaks ties so the order is stable."""
+    return (case((StorageLocation.tier == "hot", 0), else_=1), StorageLocation.priority, StorageLocation.id)
+
+
+def servable_copies(session: Session, checksum: str) -> list[tuple[FileCopy, StorageLocation]]:
+    rows = session.execute(
+        select(FileCopy, StorageLocation)
+        .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
+        .where(FileCopy.checksum == checksum, FileCopy.state.in_(CopyState.SERVABLE),
+               StorageLocation.enabled.is_(True))
+        .order_by(*serving_order())
+    ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+FailureHook = Callable[[Source, StorageUnavailable], None]
+
+
+class VerifiedReader:
+    """Streams byte ranges of one file, block by block, each block checked against its recorded sha256.
+
+    A block that cannot be read from a copy, or does not match, is read from the next copy; a copy
+    that is unreachable is not asked again during this read. Memory is bounded by one block.
+    """
+
+    def __init__(self, layout: FileLayout, sources: list[Source], on_failure: FailureHook | None = None,
+                 verify: bool = True):
+        self.layout = layout
+        self.sources = sources
+        self.on_failure = on_failure
+        self.verify = verify
+        self._dead: set[int] = set()
+        self._bad_pieces: set[tuple[int, int]] = set()
+
+    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
+        layout = self.layout
+        for piece in split_range(start, end, layout.piece_size):
+            piece_len = layout.piece_length(piece.index)
+            want_lo, want_hi = piece.offset, piece.offset + piece.length
+            for number, block_start, block_len in block_span(
+                piece.index, piece.offset, piece.length, piece_len, layout.block_size
+            ):
+                data = self.read_block(piece.index, number, block_start, block_len)
+                lo = max(want_lo, block_start) - block_start
+                hi = min(want_hi, block_start + block_len) - block_start
+                yield data if (lo == 0 and hi == block_len) else data[lo:hi]
+
+    def read_block(self, piece: int, number: int, block_start: int, block_len: int) -> bytes:
+        layout = self.layout
+        index = global_block_index(piece, number, layout.piece_size, layout.block_size)
+        expected = layout.block_digests[index * DIGEST:(index + 1) * DIGEST]
+        errors = []
+        for position, source in enumerate(self.sources):
+            if position in self._dead or (position, piece) in self._bad_pieces:
+                continue
+            try:
+                data = b"".join(source.plugin.read_piece(layout.checksum, piece, block_start, block_len))
+                if len(data) != block_len:
+                    raise PieceMissing(f"piece {piece} is shorter than recorded on {source.location}")
+                if self.verify and hashlib.sha256(data).digest() != expected:
+                    raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
+                BYTES_SERVED.labels(source.location).inc(block_len)
+                return data
+            except StorageUnavailable as exc:
+                if isinstance(exc, PieceMissing | CorruptPiece):
+                    self._bad_pieces.add((position, piece))
+                else:
+                    self._dead.add(position)
+                errors.append(f"{source.location}: {exc.detail}")
+                FAILOVERS.labels(source.location, exc.code).inc()
+                log.warning("copy of %s on %s failed: %s", layout.checksum, source.location, exc.detail)
+                if self.on_failure is not None:
+                    self.on_failure(source, exc)
+        raise StorageUnavailable(
+            f"no copy of {layout.checksum} can serve piece {piece}"
+            + (f" ({'; '.join(errors)})" if errors else " (no servable copy)")
+        )

@@ -1,0 +1,174 @@
+"""Every setting of the service: its environment variable, default and meaning, read in one place.
+
+``docs/configuration.md`` is the table of these settings; keep the two in step.
+A bad value stops the start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from storage_core.errors import ConfigurationError
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def _int(minimum: int = 0) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false), got {raw!r}")
+
+
+def _bind(raw: str) -> str:
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {raw!r}")
+    return raw.strip()
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _setting(env: str, parse: Callable[[str], Any], default: Any, doc: str) -> Any:
+    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Settings of one process. Build with ``Settings.from_env()``; tests use ``replace()``."""
+
+    database_url: str = _setting(
+        "STORAGE_DATABASE_URL", _text, "",
+        "SQLAlchemy URL. PostgreSQL in production; default: SQLite file `storage.db` in the data dir.")
+    bind: str = _setting("STORAGE_BIND", _bind, "127.0.0.1:8080", "Address gunicorn listens on, host:port.")
+    workers: int = _setting("STORAGE_WORKERS", _int(1), 2, "Number of gunicorn gevent worker processes.")
+    worker_connections: int = _setting(
+        "STORAGE_WORKER_CONNECTIONS", _int(1), 1000, "Simultaneous connections per gevent worker.")
+    timeout: int = _setting(
+        "STORAGE_TIMEOUT", _int(1), 120, "Seconds a worker may stay silent before gunicorn restarts it.")
+    graceful_timeout: int = _setting(
+        "STORAGE_GRACEFUL_TIMEOUT", _int(1), 30, "Seconds running requests get to finish on shutdown.")
+    profiles: str = _setting(
+        "STORAGE_PROFILES", _text, "",
+        "Comma-separated active profiles (`storage`, `downloader`); overrides the bootstrap's.")
+    jwt_secret: str = _setting("STORAGE_JWT_SECRET", _text, "", "HS256 secret verifying bearer tokens.")
+    jwt_public_key: str = _setting(
+        "STORAGE_JWT_PUBLIC_KEY", _text, "", "PEM public key (EdDSA or RS256) verifying bearer tokens.")
+    jwt_private_key: str = _setting(
+        "STORAGE_JWT_PRIVATE_KEY", _text, "",
+        "PEM private key (Ed25519 or RSA) signing tokens issued by `storage-admin token issue`; its public "
+        "half verifies them. Give downloaders only STORAGE_JWT_PUBLIC_KEY.")
+    url_signing_secret: str = _setting(
+        "STORAGE_URL_SIGNING_SECRET", _text, "",
+        "HMAC secret of presigned download URLs, shared by every instance (default: derived from "
+        "STORAGE_JWT_SECRET). It can only sign download URLs, never tokens.")
+    verify_reads: bool = _setting(
+        "STORAGE_VERIFY_READS", _bool, True,
+        "Check every block against its recorded sha256 before sending it (a corrupt copy is never served; "
+        "see docs/benchmarks.md for the cost). Turn off only if the locations verify data themselves.")
+    lease_seconds: int = _setting(
+        "STORAGE_DOWNLOAD_LEASE_SECONDS", _int(5), 60,
+        "How long a download counts against a concurrency limit without being renewed (bounds what a "
+        "crashed instance holds).")
+    auth_disabled: bool = _setting(
+        "STORAGE_AUTH_DISABLED", _bool, False, "Development only: no authentication, every request is admin.")
+    piece_size: int = _setting(
+        "STORAGE_PIECE_SIZE", _int(1), 16 * MiB,
+        "Bytes per piece for new uploads (recorded per file, so changing it never breaks old files).")
+    block_size: int = _setting(
+        "STORAGE_BLOCK_SIZE", _int(4096), 1 * MiB,
+        "Bytes per integrity block: a sha256 is recorded per block of each piece and checked on read.")
+    free_read_quota: int = _setting(
+        "STORAGE_FREE_READ_QUOTA", _int(0), 1 * GiB, "Default one-time free read quota of a new bucket, bytes.")
+    monthly_free_read_quota: int = _setting(
+        "STORAGE_MONTHLY_FREE_READ_QUOTA", _int(0), 1 * GiB,
+        "Default monthly free read quota of a new bucket, bytes.")
+    data_dir: str = _setting(
+        "STORAGE_DATA_DIR", _text, "var",
+        "Directory for the SQLite database, upload spool files and the default local location.")
+    log_level: str = _setting("STORAGE_LOG_LEVEL", _log_level, "INFO", "Log level.")
+    db_pool_size: int = _setting(
+        "STORAGE_DB_POOL_SIZE", _int(1), 10, "Database connections kept per worker process.")
+    db_timeout: int = _setting(
+        "STORAGE_DB_TIMEOUT", _int(1), 10,
+        "Seconds any database wait may take (connecting, a statement, a lock, a free pooled connection) "
+        "before the request fails closed with 503 DatabaseUnavailable.")
+    max_upload_size: int = _setting(
+        "STORAGE_MAX_UPLOAD_SIZE", _int(0), 5 * 1024 * GiB, "Largest accepted object, bytes (0: no limit).")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(field.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field.name] = field.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{field.metadata['env']}: {exc}") from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).absolute()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_path / "spool"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'storage.db'}"
+
+
+def documentation_rows() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting: the source of docs/configuration.md."""
+    return [
+        (f.metadata["env"], repr(f.default) if f.default != "" else "(empty)", f.metadata["doc"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def documentation_table() -> str:
+    """The table of docs/configuration.md (print it with ``python -m storage_core.settings``)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{env}` | {default.replace('|', '/')} | {doc} |" for env, default, doc in documentation_rows()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(documentation_table(), end="")

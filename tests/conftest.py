@@ -1,0 +1,281 @@
+"""Shared fixtures: a PostgreSQL database of the suite's own, moto's S3 server, apps under the active profile.
+
+The suite runs once per profile (``STORAGE_PROFILES``). Data is seeded through a container of the
+full ``storage`` profile, as the storage service would; HTTP requests go to an app of the active
+profile, as a client of that deployment would see it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from dependency_injector import providers
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+import profiles
+from storage_core.app import create_app
+from storage_core.auth import DEVELOPMENT_ADMIN
+from storage_core.container import Container, build_container
+from storage_core.db import database_url as database_url_of
+from storage_core.migrations import upgrade
+from storage_core.models import Base
+from storage_core.settings import Settings
+
+pytest_plugins = ["tests.s3server"]
+
+ADMIN_URL = os.environ.get("STORAGE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ACTIVE = profiles.active_profiles([profiles.STORAGE])
+KiB = 1024
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "profile(name): needs this profile active")
+
+
+def pytest_report_header() -> str:
+    return f"active profiles: {', '.join(sorted(ACTIVE))}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("profile"):
+        if marker.args[0] not in ACTIVE:
+            pytest.skip(f"needs the {marker.args[0]} profile (active: {', '.join(sorted(ACTIVE))})")
+
+
+def _admin_execute(sql: str) -> None:
+    connection = psycopg2.connect(ADMIN_URL)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this run, migrated with Alembic, dropped at the end."""
+    name = f"storage_test_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f'CREATE DATABASE "{name}"')
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(database_url_of(url))
+    try:
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        engine.dispose()
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    settings = Settings(database_url=database_url)
+    from storage_core.db import make_engine
+
+    engine = make_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+READ_ENGINES: dict[str, Engine] = {}
+
+
+def read_engine_for(engine: Engine) -> Engine:
+    """The autocommit engine of the download path, one per test database (pools are not per test)."""
+    url = engine.url.render_as_string(hide_password=False)
+    if url not in READ_ENGINES:
+        from storage_core.db import make_engine
+
+        READ_ENGINES[url] = make_engine(Settings(database_url=url), autocommit=True)
+    return READ_ENGINES[url]
+
+
+def pytest_sessionfinish() -> None:
+    for read_engine in READ_ENGINES.values():
+        read_engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "engine" in request.fixturenames:
+        engine: Engine = request.getfixturevalue("engine")
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Small pieces and blocks so multi-piece files stay small."""
+    return Settings(database_url=database_url, data_dir=str(tmp_path / "var"), piece_size=64 * KiB,
+                    block_size=16 * KiB, free_read_quota=1024 * 1024 * 1024,
+                    monthly_free_read_quota=1024 * 1024 * 1024, auth_disabled=True)
+
+
+def make_container(settings: Settings, engine: Engine, active: frozenset[str]) -> Container:
+    container = build_container(settings, active)
+    container.engine.override(providers.Object(engine))
+    container.read_engine.override(providers.Object(read_engine_for(engine)))
+    return container
+
+
+@pytest.fixture
+def storage(settings: Settings, engine: Engine) -> Container:
+    """Services of the full storage profile, for seeding data whatever profile is under test."""
+    return make_container(settings, engine, frozenset({profiles.STORAGE}))
+
+
+@pytest.fixture
+def container(settings: Settings, engine: Engine) -> Container:
+    return make_container(settings, engine, ACTIVE)
+
+
+@pytest.fixture
+def app(settings: Settings, container: Container):  # type: ignore[no-untyped-def]
+    app = create_app(settings=settings, container=container)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture
+def local_root(tmp_path: Path) -> Path:
+    return tmp_path / "hot"
+
+
+@pytest.fixture
+def local_location(storage: Container, local_root: Path) -> str:
+    storage.location_service().create({"name": "hot", "plugin": "local", "tier": "hot", "priority": 0,
+                                       "enabled": True, "config": {"root": str(local_root)}})
+    return "hot"
+
+
+@pytest.fixture
+def s3_location(storage: Container, s3_server: Any, s3_bucket_name: str) -> str:
+    storage.location_service().create({"name": "s3", "plugin": "s3", "tier": "hot", "priority": 0,
+                                       "enabled": True, "config": s3_server.config(s3_bucket_name)})
+    return "s3"
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_location(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once on a local location and once on an S3 location."""
+    return request.getfixturevalue("local_location" if request.param == "local" else "s3_location")
+
+
+def make_bucket(storage: Container, name: str = "bucket", **fields: Any) -> dict[str, Any]:
+    data = {"name": name, "visibility": "public-read", "charged_read_quota": 0, "locations": [], "owner": "owner",
+            **fields}
+    return storage.bucket_service().create(data, DEVELOPMENT_ADMIN)
+
+
+def put(storage: Container, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
+        ) -> dict[str, Any]:
+    view, _created = storage.object_service().upload(
+        bucket, key, io.BytesIO(data), content_length=len(data), content_type=content_type,
+        content_md5=None, sha256=None)
+    return view
+
+
+class LiveServer:
+    """The app on a real socket (werkzeug's threaded server), for tests of what crosses the wire."""
+
+    def __init__(self, app):  # type: ignore[no-untyped-def]
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        import threading
+
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def live_server(app):  # type: ignore[no-untyped-def]
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """The real service: gunicorn with gevent workers, started from the bootstrap of the active profile."""
+
+    def __init__(self, settings: Settings, workers: int = 3, extra_env: dict[str, str] | None = None):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        bootstrap = "bootstrap_storage" if profiles.STORAGE in ACTIVE else "bootstrap_downloader"
+        env = {**os.environ, "STORAGE_DATABASE_URL": settings.database_url, "STORAGE_DATA_DIR": settings.data_dir,
+               "STORAGE_BIND": f"127.0.0.1:{self.port}", "STORAGE_WORKERS": str(workers),
+               "STORAGE_AUTH_DISABLED": "1", "STORAGE_LOG_LEVEL": "WARNING",
+               # several servers share the machine's PostgreSQL (max_connections 100) in one test
+               "STORAGE_DB_POOL_SIZE": "4", **(extra_env or {})}
+        self.log = Path(settings.data_dir).parent / f"gunicorn-{self.port}.log"
+        self.log_file = self.log.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", bootstrap], env=env, stdout=self.log_file,
+                                        stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import time
+
+        import requests
+
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/health/live", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:  # workers still booting
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except Exception:
+            self.process.kill()
+        self.log_file.close()
+
+
+@pytest.fixture
+def gunicorn_server(settings: Settings) -> Iterator[GunicornServer]:
+    server = GunicornServer(settings)
+    yield server
+    server.stop()

@@ -1,0 +1,139 @@
+"""`storage-admin`: migrations on the embedded SQLite default, first-run setup, garbage collection."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from storage_core.cli import main
+from storage_core.models import CopyState, FileCopy
+from storage_core.spool import Spool
+from tests.conftest import KiB, make_bucket, put
+
+
+def run_admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "storage_core.cli", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_db_upgrade_and_bootstrap_on_sqlite(tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {"STORAGE_DATA_DIR": str(tmp_path / "var"), "STORAGE_DATABASE_URL": ""}
+    assert run_admin(env, "db", "upgrade").returncode == 0
+    assert (tmp_path / "var" / "storage.db").exists()
+    boot = run_admin(env, "bootstrap")
+    assert boot.returncode == 0, boot.stderr
+    assert "created storage location 'local'" in boot.stdout and "created bucket 'default'" in boot.stdout
+    again = run_admin(env, "bootstrap")  # idempotent
+    assert "created" not in again.stdout
+    listed = json.loads(run_admin(env, "location", "list").stdout)
+    assert [loc["name"] for loc in listed] == ["local"]
+    assert listed[0]["config"]["root"] == str(tmp_path / "var" / "locations" / "local")
+
+
+def test_bad_setting_is_reported_by_name(tmp_path: Path):  # type: ignore[no-untyped-def]
+    result = run_admin({"STORAGE_PIECE_SIZE": "abc", "STORAGE_DATA_DIR": str(tmp_path)}, "db", "upgrade")
+    assert result.returncode == 2
+    assert "STORAGE_PIECE_SIZE" in result.stderr
+
+
+@pytest.mark.profile("storage")
+def test_gc_removes_abandoned_uploads_and_orphans_but_never_live_pieces(storage, local_location, local_root,  # type: ignore[no-untyped-def]
+                                                                        monkeypatch):
+    make_bucket(storage)
+    live = put(storage, "bucket", "live", os.urandom(150 * KiB))
+    # an upload that crashed after reserving and writing its pieces: a pending copy is left behind
+    settings = storage.settings()
+    with Spool(settings.spool_dir, settings.piece_size, settings.block_size) as spool:
+        spool.receive(io.BytesIO(os.urandom(100 * KiB)), None, 0)
+        content = storage.content_store()
+        with storage.session_factory()() as session, session.begin():
+            from storage_core.services.buckets import get_bucket
+            from storage_core.services.objects import target_locations
+
+            pending = content.reserve(session, spool, target_locations(session, get_bucket(session, "bucket")), "x")
+        plugin = storage.location_directory().plugin_for(pending[0].location)
+        for index in range(spool.piece_count):
+            with spool.piece_reader(index) as stream:
+                plugin.write_piece(spool.sha256, index, stream, spool.piece_length(index))
+        crashed = spool.sha256
+    # and a stray piece nobody knows
+    plugin.write_piece("f" * 64, 0, io.BytesIO(b"stray"), 5)
+
+    fresh = storage.garbage_collector().collect(pending_grace_seconds=3600)
+    assert fresh["abandoned_copies"] == 0  # too young: may still be running
+    assert fresh["orphan_pieces"] == 1  # only the stray one
+
+    report = storage.garbage_collector().collect(pending_grace_seconds=0)
+    assert report["abandoned_copies"] == 1
+    names = sorted(p.name for p in (local_root / "pieces").rglob("*") if p.is_file())
+    assert names == sorted(f"{live['checksum']}.{i}" for i in range(live["piece_count"]))
+    assert not any(n.startswith(crashed) for n in names)
+    with storage.session_factory()() as session:
+        states = session.scalars(select(FileCopy.state)).all()
+    assert states == [CopyState.STORED]
+
+
+def test_cli_gc_command_runs(tmp_path: Path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("STORAGE_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("STORAGE_DATABASE_URL", "")
+    assert main(["db", "upgrade"]) == 0
+    assert main(["gc", "--dry-run"]) == 0
+    assert '"orphan_pieces": 0' in capsys.readouterr().out
+
+
+@pytest.mark.profile("storage")
+def test_gc_removes_spool_files_of_dead_uploads_only_after_the_grace(storage):  # type: ignore[no-untyped-def]
+    spool = Path(storage.settings().spool_dir)
+    spool.mkdir(parents=True, exist_ok=True)
+    dead, running = spool / "upload-dead", spool / "upload-running"
+    dead.write_bytes(b"x")
+    running.write_bytes(b"y")
+    hour_ago = dead.stat().st_mtime - 7200
+    os.utime(dead, (hour_ago, hour_ago))
+    report = storage.garbage_collector().collect(pending_grace_seconds=3600)
+    assert report["spool_files"] == 1
+    assert not dead.exists() and running.exists()
+
+
+@pytest.mark.profile("storage")
+def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_location, client):  # type: ignore[no-untyped-def]
+    import hashlib
+    import threading
+
+    make_bucket(storage)
+    contents = {f"k{i}": os.urandom(100 * KiB + i) for i in range(24)}
+    stop = threading.Event()
+    reports = []
+
+    def collect() -> None:
+        while not stop.is_set():
+            reports.append(storage.garbage_collector().collect())
+
+    collector = threading.Thread(target=collect)
+    collector.start()
+    try:
+        def upload(key: str) -> None:
+            put(storage, "bucket", key, contents[key])
+            put(storage, "bucket", key + "-again", contents[key])  # dedup path: reuses stored pieces
+
+        threads = [threading.Thread(target=upload, args=(key,)) for key in contents]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()
+        collector.join()
+    assert len(reports) >= 2
+    assert all(r["orphan_pieces"] == 0 and r["abandoned_copies"] == 0 for r in reports)
+    for key, data in contents.items():
+        for name in (key, key + "-again"):
+            body = client.get(f"/api/v1/buckets/bucket/objects/{name}").data
+            assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), name

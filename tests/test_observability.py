@@ -1,0 +1,105 @@
+"""Observability and the hot path: metrics across gunicorn workers, JSON access logs, SQL per download."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import requests
+from sqlalchemy import event
+
+from tests.conftest import GunicornServer, make_bucket, put, read_engine_for
+
+KiB = 1024
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text format (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.slow
+def test_metrics_count_downloads_refusals_and_failovers_across_workers(settings, storage, local_location,  # type: ignore[no-untyped-def]
+                                                                       local_root, tmp_path):
+    storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
+                                       "enabled": True, "config": {"root": str(tmp_path / "cold")}})
+    make_bucket(storage, locations=["hot", "cold"], charged_read_quota=3 * 64 * KiB,
+                monthly_free_read_quota=0, free_read_quota=0)
+    checksum = put(storage, "bucket", "k", b"a" * 64 * KiB)["checksum"]
+    piece = local_root / "pieces" / checksum[:2] / checksum[2:4] / f"{checksum}.0"
+    piece.write_bytes(b"b" * 64 * KiB)  # the hot copy is corrupt: the cold one serves
+
+    server = GunicornServer(settings, workers=2)
+    try:
+        url = f"{server.url}/api/v1/buckets/bucket/objects/k"
+        statuses = [requests.get(url, timeout=10).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        text = ""
+        for _ in range(3):  # any worker answers with the samples of all workers
+            text = requests.get(f"{server.url}/metrics", timeout=10).text
+    finally:
+        server.stop()
+    route = "/api/v1/buckets/<bucket>/objects/<path:key>"
+    assert metric(text, "storage_http_requests_total", route=route, status="200") == 3, text
+    assert metric(text, "storage_http_requests_total", route=route, status="429") == 1
+    assert metric(text, "storage_quota_rejections_total") == 1
+    assert metric(text, "storage_failovers_total", location="hot", reason="CorruptPiece") == 1
+    assert metric(text, "storage_bytes_served_total", location="cold") == 3 * 64 * KiB
+    assert metric(text, "storage_http_request_duration_seconds_count", route=route, method="GET") == 4
+
+
+def test_one_json_access_line_per_request_with_the_request_id(client, storage, local_location, caplog):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    put(storage, "bucket", "k", b"x" * 1000)
+    caplog.set_level(logging.INFO, logger="storage_core.access")
+    response = client.get("/api/v1/buckets/bucket/objects/k?X-Storage-Signature=secret-looking",
+                          headers={"X-Request-ID": "abc-123", "Authorization": "Bearer not-logged"})
+    assert len(response.data) == 1000
+    response.close()
+    assert response.headers["X-Request-ID"] == "abc-123"
+    lines = [r for r in caplog.records if r.name == "storage_core.access"]
+    assert len(lines) == 1
+    from storage_core.logs import JsonFormatter
+
+    entry = json.loads(JsonFormatter().format(lines[0]))
+    assert entry["request_id"] == "abc-123" and entry["status"] == 200 and entry["content_bytes"] == 1000
+    assert entry["path"] == "/api/v1/buckets/bucket/objects/k"
+    assert "secret-looking" not in json.dumps(entry) and "not-logged" not in json.dumps(entry)
+    made_up = client.get("/health/live", headers={"X-Request-ID": "bad id; with spaces"})
+    assert re.fullmatch(r"[0-9a-f]{32}", made_up.headers["X-Request-ID"])
+
+
+def test_sql_statements_of_one_charged_download(client, storage, local_location, engine):  # type: ignore[no-untyped-def]
+    """The hot path's queries, counted: this fails when a change adds one."""
+    make_bucket(storage)
+    put(storage, "bucket", "k", b"x" * 1000)
+    client.get("/api/v1/buckets/bucket/objects/k").close()  # warm: creates the month's quota row
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split())[:160])
+
+    engines = [engine, read_engine_for(engine)]
+    for each in engines:
+        event.listen(each, "before_cursor_execute", count)
+    try:
+        response = client.get("/api/v1/buckets/bucket/objects/k")
+        assert response.status_code == 200 and len(response.data) == 1000
+        response.close()
+    finally:
+        for each in engines:
+            event.remove(each, "before_cursor_execute", count)
+    # one SELECT resolves object, bucket, file, copies and the account's limits; then the charge (its own
+    # transaction, shared by concurrent reads of the bucket): lock the month row, consume, record
+    assert [s.split()[0] for s in statements] == EXPECTED_STATEMENTS, statements
+
+
+EXPECTED_STATEMENTS = ["SELECT", "SELECT", "UPDATE", "INSERT"]

@@ -1,0 +1,262 @@
+"""Read quota (both profiles): charge order, month rollover, 429, refunds, record pages, failing closed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import time
+
+import pytest
+from dependency_injector import providers
+from sqlalchemy import create_engine, select
+
+from storage_core.app import create_app
+from storage_core.auth import DEVELOPMENT_ADMIN
+from storage_core.models import Bucket, BucketTraffic, ReadRecord
+from tests.conftest import make_bucket, put
+
+NOV = int(dt.datetime(2026, 11, 15, tzinfo=dt.UTC).timestamp() * 1_000_000)
+DEC = int(dt.datetime(2026, 12, 2, tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+
+class Clock:
+    """A clock the test moves; the quota service takes it instead of the system time."""
+
+    def __init__(self, now_us: int):
+        self.now_us = now_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+@pytest.fixture
+def clock(container):  # type: ignore[no-untyped-def]
+    clock = Clock(NOV)
+    container.quota_service.reset()
+    from storage_core.services.quota import QuotaService
+
+    container.quota_service.override(providers.Singleton(QuotaService, container.session_factory, clock))
+    return clock
+
+
+def quota(client, month: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    url = "/api/v1/buckets/bucket/read-quota" + (f"?year_month={month}" if month else "")
+    response = client.get(url)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def test_charge_order_charged_then_monthly_then_one_time(client, storage, local_location, clock):  # type: ignore[no-untyped-def]
+    make_bucket(storage, charged_read_quota=100, monthly_free_read_quota=50, free_read_quota=30)
+    put(storage, "bucket", "k", os.urandom(60))
+    url = "/api/v1/buckets/bucket/objects/k"
+    assert client.get(url).status_code == 200  # 60: charged 60
+    q = quota(client)
+    assert (q["charged_consumed_size"], q["monthly_free_consumed_size"], q["free_consumed_size"]) == (60, 0, 0)
+    assert client.get(url).status_code == 200  # 60: charged 40, monthly 20
+    q = quota(client)
+    assert (q["charged_consumed_size"], q["monthly_free_consumed_size"], q["free_consumed_size"]) == (100, 20, 0)
+    assert client.get(url).status_code == 200  # 60: monthly 30, one-time 30
+    q = quota(client)
+    assert (q["charged_consumed_size"], q["monthly_free_consumed_size"], q["free_consumed_size"]) == (100, 50, 30)
+    assert q["sp_free_quota_size"] == 0 and q["remain_quota_size"] == 0 and q["consumed_size"] == 180
+    refused = client.get(url)
+    assert refused.status_code == 429 and refused.json["code"] == "QuotaExceeded"
+    assert quota(client)["consumed_size"] == 180  # nothing charged for the refusal
+    # a range that still fits is served
+    assert client.get(url, headers={"Range": "bytes=0-0"}).status_code == 429
+    assert [r.read_size for r in read_records(storage)] == [60, 60, 60]
+
+
+def read_records(storage) -> list[ReadRecord]:  # type: ignore[no-untyped-def]
+    with storage.session_factory()() as session:
+        return list(session.scalars(select(ReadRecord).order_by(ReadRecord.timestamp_us, ReadRecord.id)))
+
+
+def test_month_rollover_renews_monthly_quotas_and_carries_the_one_time_rest(client, storage, local_location,  # type: ignore[no-untyped-def]
+                                                                           clock):
+    make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=10, free_read_quota=25)
+    put(storage, "bucket", "k", b"x" * 25)
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200  # 10 + 10 + 5 of one-time
+    assert quota(client, "2026-11")["sp_free_quota_size"] == 20
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 429  # 0 + 0 + 20 < 25
+
+    # a month with no read yet already shows what it will start with
+    december = quota(client, "2026-12")
+    assert december["sp_free_quota_size"] == 20 and december["consumed_size"] == 0
+    clock.now_us = DEC
+    assert quota(client)["year_month"] == "2026-12"
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200  # 10 + 10 + 5
+    q = quota(client, "2026-12")
+    assert (q["charged_consumed_size"], q["monthly_free_consumed_size"], q["free_consumed_size"]) == (10, 10, 5)
+    assert q["sp_free_quota_size"] == 15
+    assert quota(client, "2026-11")["consumed_size"] == 25  # November is closed as it was
+    assert [r.year_month for r in read_records(storage)] == ["2026-11", "2026-12"]
+
+
+def test_quota_change_applies_to_the_current_month(client, storage, local_location, clock):  # type: ignore[no-untyped-def]
+    make_bucket(storage, charged_read_quota=0, monthly_free_read_quota=0, free_read_quota=0)
+    put(storage, "bucket", "k", b"x" * 10)
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 429
+    clock.now_us = int(time.time() * 1_000_000)
+    storage.bucket_service().update("bucket", {"charged_read_quota": 10}, DEVELOPMENT_ADMIN)
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 429
+
+
+def test_refund_when_the_client_disconnects_mid_body(live_server, storage, local_location, engine):  # type: ignore[no-untyped-def]
+    make_bucket(storage, charged_read_quota=1 << 40)
+    size = 16 * 1024 * 1024
+    put(storage, "bucket", "big", os.urandom(size))
+    with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /api/v1/buckets/bucket/objects/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = sock.recv(65536)
+        assert b"200 OK" in received.split(b"\r\n")[0]
+    # the server notices on its next writes, closes the body and refunds what it did not send
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        records = read_records(storage)
+        if records and records[0].read_size < size:
+            break
+        time.sleep(0.1)
+    assert len(records) == 1 and 0 < records[0].read_size < size
+    with storage.session_factory()() as session:
+        traffic = session.scalar(select(BucketTraffic))
+    assert traffic.charged_consumed_size == records[0].read_size
+    assert records[0].charged_size == records[0].read_size
+
+
+def test_record_pages_never_skip_or_repeat_with_shared_timestamps(client, storage, local_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    with storage.session_factory()() as session, session.begin():
+        bucket_id = session.scalar(select(Bucket.id).where(Bucket.name == "bucket"))
+        session.add_all([
+            ReadRecord(bucket_id=bucket_id, year_month="2026-11", object_name=f"o{i}", object_id=i,
+                       checksum="0" * 64, account="a", timestamp_us=1000 + (i // 100), read_size=i)
+            for i in range(350)
+        ])
+    seen, cursor, pages = [], None, 0
+    while True:
+        url = "/api/v1/buckets/bucket/read-records?max_records=7&start_timestamp_us=1000&end_timestamp_us=1003"
+        page = client.get(url + (f"&cursor={cursor}" if cursor else "")).json
+        seen += [r["read_size"] for r in page["read_records"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            assert page["next_start_timestamp_us"] == 0
+            break
+        assert page["next_start_timestamp_us"] == page["read_records"][-1]["timestamp_us"]
+    assert seen == list(range(300))  # [1000, 1003) holds the first 300, in time then insertion order
+    assert pages == 43
+    window = client.get("/api/v1/buckets/bucket/read-records?start_timestamp_us=1003&end_timestamp_us=1004").json
+    assert [r["read_size"] for r in window["read_records"]] == list(range(300, 350))[:100]
+    first = window["read_records"][0]
+    assert set(first) == {"object_name", "object_id", "checksum", "account", "timestamp_us", "read_size"}
+
+
+@pytest.mark.parametrize("query", [
+    "read-quota?year_month=2026-13", "read-quota?year_month=2026-1", "read-quota?year_month=abcd-ef",
+    "read-records?start_timestamp_us=10&end_timestamp_us=5", "read-records?max_records=-1",
+    "read-records?max_records=0", "read-records?max_records=1001", "read-records?cursor=nonsense!",
+    "read-records?start_timestamp_us=x",
+])
+def test_bad_query_parameters_are_400(client, storage, query):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    response = client.get(f"/api/v1/buckets/bucket/{query}")
+    assert response.status_code == 400, response.json
+    assert response.json["code"] == "InvalidArgument"
+
+
+def test_quota_of_unknown_bucket_is_404(client, storage):  # type: ignore[no-untyped-def]
+    assert client.get("/api/v1/buckets/nope/read-quota").status_code == 404
+    assert client.get("/api/v1/buckets/nope/read-records").status_code == 404
+
+
+def test_database_unreachable_fails_closed(settings, container, storage, local_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    put(storage, "bucket", "k", b"data")
+    dead = create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
+    container.engine.override(providers.Object(dead))
+    container.read_engine.override(providers.Object(dead))
+    container.session_factory.reset()
+    container.read_session_factory.reset()
+    for name in ("quota_service", "download_service", "availability_service"):
+        getattr(container, name).reset()
+    client = create_app(settings=settings, container=container).test_client()
+    for response in (client.get("/api/v1/buckets/bucket/objects/k"),
+                     client.get("/api/v1/buckets/bucket/read-quota"),
+                     client.post("/api/v1/files/availability", json={"checksums": ["0" * 64]})):
+        assert response.status_code == 503
+        assert response.json["code"] == "DatabaseUnavailable"
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json["checks"]["database"].startswith("unavailable")
+
+
+def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local_location):  # type: ignore[no-untyped-def]
+    from storage_core.services.quota import ReadRequest
+
+    make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=5, free_read_quota=3)
+    quota = storage.quota_service()
+    with storage.session_factory()() as session:
+        bucket_id = session.scalar(select(Bucket.id))
+
+    def request(size: int) -> tuple[ReadRequest, int]:
+        return ReadRequest(bucket_id, "k", 1, "0" * 64, "a", size), NOV
+
+    results = quota._charge_batch((bucket_id, "2026-11"), [request(9), request(4), request(20), request(5)])
+    charged = [(r.size, r.charged_part, r.monthly_free_part, r.free_part) if not isinstance(r, Exception)
+               else None for r in results]
+    # 18 bytes available: 4 then 5 then 9 fit (in that order), 20 does not
+    assert charged == [(9, 1, 5, 3), (4, 4, 0, 0), None, (5, 5, 0, 0)]
+    assert isinstance(results[2], Exception) and "20 bytes" in str(results[2])
+    with storage.session_factory()() as session:
+        traffic = session.scalar(select(BucketTraffic))
+        assert (traffic.charged_consumed_size, traffic.monthly_free_consumed_size, traffic.free_consumed_size,
+                traffic.free_quota_remaining) == (10, 5, 3, 0)
+        assert sorted(session.scalars(select(ReadRecord.read_size))) == [4, 5, 9]
+
+
+def test_concurrent_charges_in_one_process_are_exact(storage, local_location):  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage_core.errors import QuotaExceeded
+    from storage_core.services.quota import ReadRequest
+
+    make_bucket(storage, charged_read_quota=1000, monthly_free_read_quota=0, free_read_quota=0)
+    quota = storage.quota_service()
+    with storage.session_factory()() as session:
+        bucket_id = session.scalar(select(Bucket.id))
+
+    def charge(_: int) -> bool:
+        try:
+            quota.charge(ReadRequest(bucket_id, "k", 1, "0" * 64, "a", 10))
+            return True
+        except QuotaExceeded:
+            return False
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        outcomes = list(pool.map(charge, range(300)))
+    assert outcomes.count(True) == 100
+    with storage.session_factory()() as session:
+        assert session.scalar(select(BucketTraffic.charged_consumed_size)) == 1000
+        assert len(session.scalars(select(ReadRecord.id)).all()) == 100
+
+
+def test_a_late_read_of_last_month_cannot_spend_the_carried_one_time_quota_again(client, storage, local_location,  # type: ignore[no-untyped-def]
+                                                                                   clock):
+    make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=10, free_read_quota=25)
+    put(storage, "bucket", "big", b"x" * 25)
+    put(storage, "bucket", "small", b"y" * 5)
+    assert client.get("/api/v1/buckets/bucket/objects/big").status_code == 200  # Nov: 10 + 10 + 5 one-time
+    clock.now_us = DEC
+    assert client.get("/api/v1/buckets/bucket/objects/small").status_code == 200  # Dec row carries 20
+    assert quota(client, "2026-12")["sp_free_quota_size"] == 20
+    # a read stamped in November that commits now (a slow instance): November's own quotas are spent,
+    # and its one-time rest moved to December, so it is refused instead of spending those 20 bytes twice
+    clock.now_us = NOV
+    refused = client.get("/api/v1/buckets/bucket/objects/small")
+    assert refused.status_code == 429
+    assert quota(client, "2026-11")["sp_free_quota_size"] == 0
+    assert quota(client, "2026-12")["sp_free_quota_size"] == 20

@@ -1,0 +1,97 @@
+"""`storage-admin verify`: scrubbing copies, marking them corrupt, repairing them from a good copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from sqlalchemy import select
+
+from storage_core.models import CopyState, FileCopy, StorageLocation
+from tests.conftest import KiB, make_bucket, put
+
+pytestmark = pytest.mark.profile("storage")
+
+PIECE = 64 * KiB
+
+
+@pytest.fixture
+def two_copies(storage, local_location, local_root, tmp_path):  # type: ignore[no-untyped-def]
+    cold_root = tmp_path / "cold"
+    storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
+                                       "enabled": True, "config": {"root": str(cold_root)}})
+    make_bucket(storage, locations=["hot", "cold"])
+    data = os.urandom(3 * PIECE + 10)
+    checksum = put(storage, "bucket", "k", data)["checksum"]
+    return checksum, data, local_root, cold_root
+
+
+def piece(root, checksum: str, index: int):  # type: ignore[no-untyped-def]
+    return root / "pieces" / checksum[:2] / checksum[2:4] / f"{checksum}.{index}"
+
+
+def states(storage) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    with storage.session_factory()() as session:
+        return dict(session.execute(select(StorageLocation.name, FileCopy.state)
+                                    .join(StorageLocation, StorageLocation.id == FileCopy.location_id)).all())
+
+
+def test_verify_finds_corrupt_and_missing_pieces_and_repairs_them(storage, two_copies):  # type: ignore[no-untyped-def]
+    checksum, data, hot, _cold = two_copies
+    damaged = bytearray(piece(hot, checksum, 1).read_bytes())
+    damaged[5] ^= 1
+    piece(hot, checksum, 1).write_bytes(bytes(damaged))
+    piece(hot, checksum, 3).unlink()
+
+    report = storage.scrubber().verify()
+    assert report["copies_checked"] == 2 and report["copies_ok"] == 1
+    assert report["copies_bad"] == [{"checksum": checksum, "location": "hot", "pieces": [1, 3]}]
+    assert states(storage) == {"hot": CopyState.CORRUPT, "cold": CopyState.STORED}
+
+    repaired = storage.scrubber().verify(location="hot", repair=True)
+    assert repaired["repaired"] == [f"{checksum}@hot"]
+    assert states(storage) == {"hot": CopyState.STORED, "cold": CopyState.STORED}
+    rebuilt = b"".join(piece(hot, checksum, i).read_bytes() for i in range(4))
+    assert rebuilt == data
+    assert storage.scrubber().verify()["copies_bad"] == []
+
+
+def test_a_copy_with_no_good_twin_is_unrepairable(storage, two_copies):  # type: ignore[no-untyped-def]
+    checksum, _data, hot, cold = two_copies
+    piece(hot, checksum, 0).write_bytes(b"x")
+    piece(cold, checksum, 0).write_bytes(b"y")
+    report = storage.scrubber().verify(repair=True)
+    assert sorted(report["unrepairable"]) == [f"{checksum}@cold", f"{checksum}@hot"]
+    assert set(states(storage).values()) == {CopyState.CORRUPT}
+
+
+def test_an_unreachable_location_is_reported_not_condemned(storage, two_copies):  # type: ignore[no-untyped-def]
+    _checksum, _data, hot, _cold = two_copies
+    shutil.rmtree(hot)
+    report = storage.scrubber().verify()
+    assert len(report["unreachable"]) == 1 and report["copies_bad"] == []
+    assert states(storage)["hot"] == CopyState.STORED
+
+
+def test_verify_command_exit_status(storage, two_copies, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    from storage_core import cli
+
+    checksum, _data, hot, _cold = two_copies
+    piece(hot, checksum, 2).write_bytes(b"broken")
+    monkeypatch.setattr(cli, "build_container", lambda *_args: storage)
+    assert cli.main(["verify"]) == 1
+    assert cli.main(["verify", "--repair"]) == 0
+    assert cli.main(["verify"]) == 0
+    assert '"copies_ok": 2' in capsys.readouterr().out
+
+
+def test_reads_without_verification_serve_what_the_location_has(client, container, storage, two_copies):  # type: ignore[no-untyped-def]
+    """STORAGE_VERIFY_READS=0 trusts the location: documented, and measured in docs/benchmarks.md."""
+    checksum, data, hot, _cold = two_copies
+    assert client.get("/api/v1/buckets/bucket/objects/k").data == data
+    container.download_service().verify_reads = False
+    damaged = bytearray(piece(hot, checksum, 0).read_bytes())
+    damaged[0] ^= 1
+    piece(hot, checksum, 0).write_bytes(bytes(damaged))
+    assert client.get("/api/v1/buckets/bucket/objects/k").data[:1] == bytes(damaged[:1])

@@ -1,0 +1,223 @@
+"""Uploads over HTTP (storage profile): round trips on both plugins, digests, dedup, replacement, failures."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from storage_core.models import File, FileCopy, Object
+from tests.conftest import KiB, make_bucket
+
+pytestmark = pytest.mark.profile("storage")
+
+PIECE = 64 * KiB
+
+
+def pieces_on_disk(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "pieces").rglob("*") if p.is_file()) if root.exists() else []
+
+
+def count(storage, model) -> int:  # type: ignore[no-untyped-def]
+    with storage.session_factory()() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+@pytest.mark.parametrize("size", [0, 1, PIECE, 3 * PIECE + 17], ids=["empty", "one-byte", "one-piece", "multi-piece"])
+def test_round_trip(client, storage, any_location, size):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    data = os.urandom(size)
+    response = client.put("/api/v1/buckets/bucket/objects/dir/file.bin", data=data,
+                          headers={"Content-Type": "application/x-test"})
+    assert response.status_code == 201, response.json
+    body = response.json
+    assert body["checksum"] == hashlib.sha256(data).hexdigest()
+    assert body["size"] == size
+    assert body["piece_size"] == PIECE
+    assert body["piece_count"] == -(-size // PIECE)
+    assert body["etag"] == f'"{body["checksum"]}"'
+    assert body["content_type"] == "application/x-test"
+    assert body["key"] == "dir/file.bin" and body["bucket"] == "bucket"
+
+    download = client.get("/api/v1/buckets/bucket/objects/dir/file.bin")
+    assert download.status_code == 200
+    assert download.data == data
+    assert download.headers["Content-Length"] == str(size)
+    assert download.headers["ETag"] == body["etag"]
+
+    by_checksum = client.get(f"/api/v1/files/{body['checksum']}/download")
+    assert by_checksum.status_code == 200 and by_checksum.data == data
+
+
+def test_replacing_an_object_answers_200_and_frees_the_old_content(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    first = client.put("/api/v1/buckets/bucket/objects/k", data=b"a" * (PIECE + 1))
+    assert first.status_code == 201
+    second = client.put("/api/v1/buckets/bucket/objects/k", data=b"b" * 10)
+    assert second.status_code == 200
+    assert second.json["object_id"] != first.json["object_id"]
+    assert client.get("/api/v1/buckets/bucket/objects/k").data == b"b" * 10
+    # the old content had two pieces; only the new one-piece content is left
+    assert [p.name for p in pieces_on_disk(local_root)] == [f"{second.json['checksum']}.0"]
+    assert count(storage, File) == 1
+
+
+@pytest.mark.parametrize("header,value", [
+    ("Content-MD5", base64.b64encode(hashlib.md5(b"other").digest()).decode()),
+    ("X-Checksum-Sha256", hashlib.sha256(b"other").hexdigest()),
+])
+def test_digest_mismatch_stores_nothing(client, storage, local_location, local_root, header, value):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=b"x" * (2 * PIECE), headers={header: value})
+    assert response.status_code == 400
+    assert response.json["code"] == "BadDigest"
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert pieces_on_disk(local_root) == []
+    assert count(storage, File) == count(storage, Object) == count(storage, FileCopy) == 0
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 404
+
+
+def test_matching_digests_are_accepted(client, storage, local_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    data = b"hello"
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=data, headers={
+        "Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode(),
+        "X-Checksum-Sha256": hashlib.sha256(data).hexdigest().upper(),
+    })
+    assert response.status_code == 201
+
+
+def test_identical_content_is_written_once_per_location(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    make_bucket(storage, "other")
+    data = os.urandom(2 * PIECE + 5)
+    client.put("/api/v1/buckets/bucket/objects/one", data=data)
+    before = {p: p.stat().st_mtime_ns for p in pieces_on_disk(local_root)}
+    ino = {p: p.stat().st_ino for p in before}
+    assert len(before) == 3
+    assert client.put("/api/v1/buckets/other/objects/two", data=data).status_code == 201
+    assert client.put("/api/v1/buckets/bucket/objects/three", data=data).status_code == 201
+    after = pieces_on_disk(local_root)
+    assert {p: p.stat().st_mtime_ns for p in after} == before
+    assert {p: p.stat().st_ino for p in after} == ino
+    assert count(storage, File) == 1 and count(storage, FileCopy) == 1 and count(storage, Object) == 3
+    # deleting one reference keeps the content for the others
+    assert client.delete("/api/v1/buckets/bucket/objects/one").status_code == 204
+    assert len(pieces_on_disk(local_root)) == 3
+    assert client.get("/api/v1/buckets/other/objects/two").data == data
+    client.delete("/api/v1/buckets/other/objects/two")
+    client.delete("/api/v1/buckets/bucket/objects/three")
+    assert pieces_on_disk(local_root) == []
+    assert count(storage, File) == 0
+
+
+def test_upload_is_written_to_every_location_of_the_bucket(client, storage, local_location, s3_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage, locations=["hot", "s3"])
+    data = os.urandom(PIECE * 2)
+    checksum = client.put("/api/v1/buckets/bucket/objects/k", data=data).json["checksum"]
+    copies = client.get(f"/api/v1/files/{checksum}").json["copies"]
+    assert sorted((c["location"], c["state"]) for c in copies) == [("hot", "stored"), ("s3", "stored")]
+
+
+def test_interrupted_upload_leaves_nothing(live_server, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    # the client announces more than it sends, then goes away, as a dropped connection does
+    with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+        sock.sendall(b"PUT /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 500000\r\n\r\n" + b"x" * (3 * PIECE))
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert b" 400 " in answer.split(b"\r\n")[0]
+    spool = Path(storage.settings().spool_dir)
+    assert pieces_on_disk(local_root) == []
+    assert count(storage, File) == count(storage, Object) == 0
+    assert list(spool.iterdir()) == []
+
+
+def test_failed_location_write_leaves_no_object_and_no_pieces(client, storage, local_location, local_root,  # type: ignore[no-untyped-def]
+                                                              s3_server):
+    storage.location_service().create({"name": "dead", "plugin": "s3", "tier": "cold", "priority": 0,
+                                       "enabled": True,
+                                       "config": s3_server.config("bucket-x", endpoint="127.0.0.1:9")})
+    make_bucket(storage, locations=["hot", "dead"])
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=os.urandom(3 * PIECE))
+    assert response.status_code == 503
+    assert response.json["code"] == "StorageUnavailable"
+    assert pieces_on_disk(local_root) == []
+    assert count(storage, File) == count(storage, FileCopy) == count(storage, Object) == 0
+
+
+def test_list_objects_with_prefix_and_cursor(client, storage, local_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    keys = ["a/1", "a/2", "a/3", "b/1", "a%", "a_"]
+    for key in keys:
+        client.put(f"/api/v1/buckets/bucket/objects/{key}", data=key.encode())
+    page = client.get("/api/v1/buckets/bucket/objects?prefix=a/&limit=2").json
+    assert [o["key"] for o in page["objects"]] == ["a/1", "a/2"]
+    page2 = client.get(f"/api/v1/buckets/bucket/objects?prefix=a/&limit=2&cursor={page['next_cursor']}").json
+    assert [o["key"] for o in page2["objects"]] == ["a/3"] and page2["next_cursor"] is None
+    everything = client.get("/api/v1/buckets/bucket/objects").json["objects"]
+    assert [o["key"] for o in everything] == sorted(keys)
+    assert client.get("/api/v1/buckets/bucket/objects?prefix=a%25").json["objects"][0]["key"] == "a%"
+
+
+def test_delete_object(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    client.put("/api/v1/buckets/bucket/objects/k", data=b"data")
+    assert client.delete("/api/v1/buckets/bucket/objects/k").status_code == 204
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 404
+    assert client.delete("/api/v1/buckets/bucket/objects/k").status_code == 404
+    assert pieces_on_disk(local_root) == []
+
+
+def test_copy_then_remove_copy_and_last_copy_conflict(client, storage, local_location, s3_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage, locations=["hot"])
+    data = os.urandom(3 * PIECE + 3)
+    checksum = client.put("/api/v1/buckets/bucket/objects/k", data=data).json["checksum"]
+
+    copied = client.post(f"/api/v1/files/{checksum}/copies", json={"location": "s3"})
+    assert copied.status_code == 201, copied.json
+    assert sorted(c["location"] for c in copied.json["copies"]) == ["hot", "s3"]
+    assert client.post(f"/api/v1/files/{checksum}/copies", json={"location": "s3"}).status_code == 409
+
+    assert client.delete(f"/api/v1/files/{checksum}/copies/hot").status_code == 204
+    meta = client.get(f"/api/v1/files/{checksum}").json
+    assert [c["location"] for c in meta["copies"]] == ["s3"]
+    assert meta["references"] == [{"bucket": "bucket", "key": "k"}]
+    # the copy on S3 now serves alone
+    assert client.get("/api/v1/buckets/bucket/objects/k").data == data
+
+    last = client.delete(f"/api/v1/files/{checksum}/copies/s3")
+    assert last.status_code == 409 and last.json["code"] == "Conflict"
+    assert client.delete(f"/api/v1/files/{checksum}/copies/hot").status_code == 404
+
+
+def test_non_empty_location_and_bucket_cannot_be_deleted(client, storage, local_location):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    client.put("/api/v1/buckets/bucket/objects/k", data=b"data")
+    assert client.delete("/api/v1/storage-locations/hot").status_code == 409
+    assert client.delete("/api/v1/buckets/bucket").status_code == 409
+    client.delete("/api/v1/buckets/bucket/objects/k")
+    assert client.delete("/api/v1/buckets/bucket").status_code == 204
+    assert client.delete("/api/v1/storage-locations/hot").status_code == 204
+
+
+def test_upload_without_any_location_is_503_before_reading(client, storage):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=b"data")
+    assert response.status_code == 503 and response.json["code"] == "StorageUnavailable"
+
+
+def test_capacity_is_enforced(client, storage, local_root):  # type: ignore[no-untyped-def]
+    storage.location_service().create({"name": "small", "plugin": "local", "tier": "hot", "priority": 0,
+                                       "enabled": True, "config": {"root": str(local_root)}, "capacity": 100})
+    make_bucket(storage)
+    assert client.put("/api/v1/buckets/bucket/objects/a", data=b"x" * 60).status_code == 201
+    full = client.put("/api/v1/buckets/bucket/objects/b", data=b"y" * 60)
+    assert full.status_code == 507 and full.json["code"] == "InsufficientStorage"
+    assert client.get("/api/v1/storage-locations/small").json["used_size"] == 60
