@@ -188,7 +188,13 @@ class LocalLocation(LocationPlugin):
         for first in _subdirs(self.root / "pieces"):
             for second in _subdirs(first):
                 for entry in _entries(second):
-                    if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < older_than:
+                    if not entry.name.startswith(TEMP_PREFIX):
+                        continue
+                    try:
+                        modified = entry.stat(follow_symlinks=False).st_mtime
+                    except FileNotFoundError:
+                        continue  # the write finished (renamed into place) or failed since the scan
+                    if modified < older_than:
                         Path(entry.path).unlink(missing_ok=True)
                         removed += 1
         return removed

@@ -110,11 +110,17 @@ def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_loca
     make_bucket(storage)
     contents = {f"k{i}": os.urandom(100 * KiB + i) for i in range(24)}
     stop = threading.Event()
-    reports = []
+    reports: list[dict[str, object]] = []
+    errors: list[BaseException] = []
 
     def collect() -> None:
-        while not stop.is_set():
-            reports.append(storage.garbage_collector().collect())
+        # at least two passes, so one overlaps the uploads even on a slow machine
+        while not stop.is_set() or len(reports) < 2:
+            try:
+                reports.append(storage.garbage_collector().collect())
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+                return
 
     collector = threading.Thread(target=collect)
     collector.start()
@@ -131,6 +137,7 @@ def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_loca
     finally:
         stop.set()
         collector.join()
+    assert errors == []
     assert len(reports) >= 2
     assert all(r["orphan_pieces"] == 0 and r["abandoned_copies"] == 0 for r in reports)
     for key, data in contents.items():

@@ -253,6 +253,42 @@ def test_local_list_pieces_skips_temp_and_foreign_files(local: LocalLocation, tm
     assert list(local.list_pieces()) == [(CHECKSUM, 3)]
 
 
+def test_local_remove_partial_writes_takes_only_old_temp_files(local: LocalLocation, tmp_path: Path) -> None:
+    local.write_piece(CHECKSUM, 0, io.BytesIO(b"p"), 1)
+    leaf = tmp_path / "store" / "pieces" / CHECKSUM[0:2] / CHECKSUM[2:4]
+    old, fresh = leaf / ".tmp-dead", leaf / ".tmp-running"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+
+    assert local.remove_partial_writes(time.time() - 3600) == 1
+    assert not old.exists() and fresh.exists()
+    assert read_all(local, CHECKSUM, 0, 0, 1) == b"p"
+
+
+def test_local_remove_partial_writes_tolerates_writes_finishing_during_the_scan(
+    local: LocalLocation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the race gc met in CI: a write renamed its temporary file into place between the
+    # directory scan and the stat of that entry; a real rename cannot be timed into that gap
+    import plugins.local
+
+    leaf = tmp_path / "store" / "pieces" / CHECKSUM[0:2] / CHECKSUM[2:4]
+    leaf.mkdir(parents=True)
+    (leaf / ".tmp-finishing").write_bytes(b"p")
+    scan = plugins.local._entries
+
+    def scan_then_finish(directory: Path) -> list[os.DirEntry[str]]:
+        entries = scan(directory)
+        if directory == leaf:
+            (leaf / ".tmp-finishing").rename(leaf / f"{CHECKSUM}.0")
+        return entries
+
+    monkeypatch.setattr(plugins.local, "_entries", scan_then_finish)
+    assert local.remove_partial_writes(time.time() + 60) == 0
+    assert read_all(local, CHECKSUM, 0, 0, 1) == b"p"
+
+
 def test_s3_prefixes_keep_locations_apart(s3_server: S3Server, s3_bucket_name: str) -> None:
     first = S3Location(s3_server.config(s3_bucket_name, prefix="one"))
     second = S3Location(s3_server.config(s3_bucket_name, prefix="two/"))

@@ -43,7 +43,11 @@ class GarbageCollector:
         # bodies of uploads whose process died before it could remove them
         if self.spool_dir.is_dir():
             for path in self.spool_dir.iterdir():
-                if path.is_file() and path.stat().st_mtime < cutoff.timestamp():
+                try:
+                    stale = path.is_file() and path.stat().st_mtime < cutoff.timestamp()
+                except FileNotFoundError:
+                    continue  # its upload finished and removed it since the listing
+                if stale:
                     report["spool_files"] += 1
                     if not dry_run:
                         path.unlink(missing_ok=True)
