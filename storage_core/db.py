@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Engine, Row, Select, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,3 +121,44 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+class PreparedQuery:
+    """A hot SELECT that PostgreSQL plans once per connection instead of once per execution.
+
+    Planning a six-table join costs PostgreSQL about 0.3 ms, twice what executing it does: on the
+    download path that was most of the database's CPU per request. On PostgreSQL the statement is
+    sent once per pooled connection as ``PREPARE name (types) AS ...`` and then run with
+    ``EXECUTE name (...)`` (no SQLAlchemy compilation either); elsewhere (SQLite, which caches its
+    own statements) it is executed as the Core statement it is built from. Rows are the driver's
+    values (a ``bytea`` column comes back as ``memoryview``), with the statement's column labels.
+
+    Constants inside the statement are sent as arguments too; an expanding ``IN`` cannot be prepared.
+    """
+
+    _dialect = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")
+
+    def __init__(self, name: str, statement: Select[Any]):
+        compiled = statement.compile(dialect=self._dialect)
+        names = compiled.positiontup or []
+        if any(compiled.binds[n].expanding for n in names):
+            raise ValueError(f"{name}: an expanding IN cannot be prepared; compare with == and or_()")
+        types = ", ".join(self._dialect.type_compiler_instance.process(compiled.binds[n].type) for n in names)
+        self.name = name
+        self.statement = statement
+        self._names = tuple(names)
+        self._constants = {n: compiled.binds[n].value for n in names}
+        self._prepare = f"PREPARE {name} ({types}) AS {compiled.string}".replace("%", "%%")
+        self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(names))})" if names else f"EXECUTE {name}"
+
+    def all(self, session: Session, **params: Any) -> list[Row[Any]]:
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            return list(connection.execute(self.statement, params).all())
+        # the set lives as long as the server connection: a reconnect prepares again
+        prepared = connection.connection.info.setdefault("prepared_queries", set())
+        if self.name not in prepared:
+            connection.exec_driver_sql(self._prepare)
+            prepared.add(self.name)
+        values = tuple(params[n] if n in params else self._constants[n] for n in self._names)
+        return list(connection.exec_driver_sql(self._execute, values).all())

@@ -97,9 +97,35 @@ def test_sql_statements_of_one_charged_download(client, storage, local_location,
     finally:
         for each in engines:
             event.remove(each, "before_cursor_execute", count)
-    # one SELECT resolves object, bucket, file, copies and the account's limits; then the charge (its own
-    # transaction, shared by concurrent reads of the bucket): lock the month row, consume, record
+    statements = [s for s in statements if not s.startswith("PREPARE")]  # once per connection: see below
+    # one prepared SELECT resolves object, bucket, file, copies and the account's limits (the PREPARE
+    # itself was sent once, by the warm-up); then the charge (its own transaction, shared by concurrent
+    # reads of the bucket): lock the month row, then consume and record in one statement
     assert [s.split()[0] for s in statements] == EXPECTED_STATEMENTS, statements
 
 
-EXPECTED_STATEMENTS = ["SELECT", "SELECT", "UPDATE", "INSERT"]
+EXPECTED_STATEMENTS = ["EXECUTE", "SELECT", "WITH"]
+
+
+def test_resolving_query_is_prepared_once_per_connection(client, storage, local_location, engine):  # type: ignore[no-untyped-def]
+    make_bucket(storage)
+    put(storage, "bucket", "k", b"x" * 10)
+    read_engine = read_engine_for(engine)
+    read_engine.dispose()  # new server connections: nothing prepared on them yet
+    sent: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        if statement.startswith(("PREPARE", "EXECUTE")):
+            sent.append(statement.split()[0])
+
+    event.listen(read_engine, "before_cursor_execute", record)
+    try:
+        for _ in range(3):
+            response = client.get("/api/v1/buckets/bucket/objects/k")
+            assert response.status_code == 200 and response.data == b"x" * 10
+            response.close()
+        read_engine.dispose()  # a reconnect (database restart, invalidated connection) prepares again
+        assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200
+    finally:
+        event.remove(read_engine, "before_cursor_execute", record)
+    assert sent == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE", "PREPARE", "EXECUTE"]

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import and_, bindparam, case, select
+from sqlalchemy import and_, bindparam, case, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
-from storage_core.db import transaction
+from storage_core.db import PreparedQuery, transaction
 from storage_core.errors import Conflict, NotFound, RangeNotSatisfiable, StorageUnavailable, Unauthorized
 from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
 from storage_core.ranges import (
@@ -172,7 +172,7 @@ def _resolve_statement(*conditions: Any) -> Any:
         .select_from(
             o.join(b, b.c.id == o.c.bucket_id)
             .join(f, f.c.checksum == o.c.checksum)
-            .outerjoin(c, and_(c.c.checksum == f.c.checksum, c.c.state.in_(CopyState.SERVABLE)))
+            .outerjoin(c, and_(c.c.checksum == f.c.checksum, or_(*(c.c.state == s for s in CopyState.SERVABLE))))
             .outerjoin(loc, and_(loc.c.id == c.c.location_id, loc.c.enabled.is_(True)))
             .outerjoin(lim, lim.c.account == bindparam("account")))
         .where(*conditions)
@@ -181,9 +181,11 @@ def _resolve_statement(*conditions: Any) -> Any:
 
 
 _o, _b = Object.__table__, Bucket.__table__
-BY_KEY = _resolve_statement(_b.c.name == bindparam("bucket"), _o.c.key == bindparam("key"))
-BY_CHECKSUM = _resolve_statement(_o.c.checksum == bindparam("checksum"))
-BY_CHECKSUM_IN_BUCKET = _resolve_statement(_o.c.checksum == bindparam("checksum"), _b.c.name == bindparam("bucket"))
+BY_KEY = PreparedQuery("resolve_by_key", _resolve_statement(
+    _b.c.name == bindparam("bucket"), _o.c.key == bindparam("key")))
+BY_CHECKSUM = PreparedQuery("resolve_by_checksum", _resolve_statement(_o.c.checksum == bindparam("checksum")))
+BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_statement(
+    _o.c.checksum == bindparam("checksum"), _b.c.name == bindparam("bucket")))
 
 
 class DownloadService:
@@ -200,19 +202,20 @@ class DownloadService:
 
     # ---- resolution --------------------------------------------------------------------------------
 
-    def _rows(self, session: Session, statement: Any, **params: Any) -> list[Any]:
-        return session.execute(statement, params).all()
+    def _rows(self, session: Session, query: PreparedQuery, **params: Any) -> list[Any]:
+        return query.all(session, **params)
 
     def _target(self, session: Session, rows: list[Any]) -> Target:
         first = rows[0]
-        layout = FileLayout(first.checksum, first.size, first.piece_size, first.block_size, first.block_digests)
+        layout = FileLayout(first.checksum, first.size, first.piece_size, first.block_size,
+                            bytes(first.block_digests))
         sources = [
             Source(row.copy_id, row.location_id, row.location, row.tier,
                    self.content.directory.plugin_for_id(session, row.location_id, row.location_version))
             for row in rows if row.object_id == first.object_id and row.location_id is not None
         ]
         return Target(first.bucket_id, first.bucket, first.key, first.object_id, first.content_type,
-                      first.created_at, layout, sources, limited=first.limited is not None)
+                      as_utc(first.created_at), layout, sources, limited=first.limited is not None)
 
     def resolve_object(self, session: Session, bucket: str, key: str, principal: Principal) -> Target:
         rows = self._rows(session, BY_KEY, bucket=bucket, key=key, account=principal.account)
