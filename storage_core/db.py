@@ -157,8 +157,20 @@ class PreparedQuery:
             return list(connection.execute(self.statement, params).all())
         # the set lives as long as the server connection: a reconnect prepares again
         prepared = connection.connection.info.setdefault("prepared_queries", set())
-        if self.name not in prepared:
-            connection.exec_driver_sql(self._prepare)
-            prepared.add(self.name)
         values = tuple(params[n] if n in params else self._constants[n] for n in self._names)
+        if self.name in prepared:
+            try:
+                return list(connection.exec_driver_sql(self._execute, values).all())
+            except DBAPIError as exc:
+                # deallocated behind our back (DEALLOCATE ALL, DISCARD ALL of a connection pooler)
+                if getattr(exc.orig, "pgcode", None) != INVALID_SQL_STATEMENT_NAME:
+                    raise
+                prepared.discard(self.name)
+                if not getattr(connection.connection.dbapi_connection, "autocommit", False):
+                    raise  # a transaction is aborted by the error: the caller's next try prepares again
+        connection.exec_driver_sql(self._prepare)
+        prepared.add(self.name)
         return list(connection.exec_driver_sql(self._execute, values).all())
+
+
+INVALID_SQL_STATEMENT_NAME = "26000"

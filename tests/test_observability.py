@@ -126,6 +126,10 @@ def test_resolving_query_is_prepared_once_per_connection(client, storage, local_
             response.close()
         read_engine.dispose()  # a reconnect (database restart, invalidated connection) prepares again
         assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200
+        with read_engine.connect() as connection:  # the pool's one connection: a pooler's reset, say
+            connection.exec_driver_sql("DEALLOCATE ALL")
+        response = client.get("/api/v1/buckets/bucket/objects/k")
+        assert response.status_code == 200 and response.data == b"x" * 10
     finally:
         event.remove(read_engine, "before_cursor_execute", record)
-    assert sent == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE", "PREPARE", "EXECUTE"]
+    assert sent == ["PREPARE", "EXECUTE", "EXECUTE", "EXECUTE", "PREPARE", "EXECUTE", "EXECUTE", "PREPARE", "EXECUTE"]
