@@ -91,8 +91,10 @@ class File(Base):
     piece_size: Mapped[int] = mapped_column(BigInteger)
     piece_count: Mapped[int] = mapped_column(Integer)
     block_size: Mapped[int] = mapped_column(Integer)
-    # sha256 digests (32 bytes each) of every block of every piece, in order: see storage_core.ranges.
+    # digests (32 bytes each) of every block of every piece, in order: see storage_core.ranges; made
+    # with ``block_hash`` (services/reader.BLOCK_HASHES): blake3, or sha256 for files stored before 0003
     block_digests: Mapped[bytes] = mapped_column(LargeBinary)
+    block_hash: Mapped[str] = mapped_column(String(16), server_default="sha256")
     md5: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -93,7 +93,7 @@ class Settings:
         "STORAGE_JWT_SECRET). It can only sign download URLs, never tokens.")
     verify_reads: bool = _setting(
         "STORAGE_VERIFY_READS", _bool, True,
-        "Check every block against its recorded sha256 before sending it (a corrupt copy is never served; "
+        "Check every block against its recorded digest (BLAKE3) before sending it (a corrupt copy is never served; "
         "see docs/benchmarks.md for the cost). Turn off only if the locations verify data themselves.")
     lease_seconds: int = _setting(
         "STORAGE_DOWNLOAD_LEASE_SECONDS", _int(5), 60,
@@ -106,7 +106,7 @@ class Settings:
         "Bytes per piece for new uploads (recorded per file, so changing it never breaks old files).")
     block_size: int = _setting(
         "STORAGE_BLOCK_SIZE", _int(4096), 1 * MiB,
-        "Bytes per integrity block: a sha256 is recorded per block of each piece and checked on read.")
+        "Bytes per integrity block: a BLAKE3 digest is recorded per block of each piece and checked on read.")
     free_read_quota: int = _setting(
         "STORAGE_FREE_READ_QUOTA", _int(0), 1 * GiB, "Default one-time free read quota of a new bucket, bytes.")
     monthly_free_read_quota: int = _setting(

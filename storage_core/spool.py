@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage_core.errors import BadDigest, InvalidArgument, PayloadTooLarge
+from storage_core.integrity import BLOCK_HASH, BLOCK_HASHES
 
 CHUNK = 1024 * 1024
 
 
 class Spool:
-    """The spooled body of one upload, with sha256, md5 and the per-block sha256 digests.
+    """The spooled body of one upload, with sha256, md5 and the per-block digests (``BLOCK_HASH``).
 
     Blocks never cross piece boundaries: block k of piece i covers
     ``[i*piece_size + k*block_size, min(i*piece_size + (k+1)*block_size, end of piece))``.
@@ -33,7 +34,9 @@ class Spool:
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._block = hashlib.sha256()
+        self.block_hash = BLOCK_HASH
+        self._new_block = BLOCK_HASHES[BLOCK_HASH]
+        self._block = self._new_block()
         self._block_filled = 0
         self._digests: list[bytes] = []
 
@@ -66,7 +69,7 @@ class Spool:
     def _close_block(self) -> None:
         if self._block_filled:
             self._digests.append(self._block.digest())
-        self._block = hashlib.sha256()
+        self._block = self._new_block()
         self._block_filled = 0
 
     def receive(self, stream: BinaryIO, content_length: int | None, max_size: int) -> None:

@@ -144,3 +144,21 @@ def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_loca
         for name in (key, key + "-again"):
             body = client.get(f"/api/v1/buckets/bucket/objects/{name}").data
             assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), name
+
+
+def test_migration_0003_keeps_sha256_for_files_stored_before(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine, text
+
+    from storage_core.migrations import upgrade
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0002")
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO files (checksum, size, piece_size, piece_count, block_size, block_digests, md5, created_at)"
+            " VALUES (:c, 1, 16, 1, 16, :d, :m, '2026-11-01 00:00:00')"),
+            {"c": "a" * 64, "d": b"\0" * 32, "m": "0" * 32})
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT block_hash FROM files")).scalar_one() == "sha256"
+    engine.dispose()

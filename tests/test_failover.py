@@ -136,3 +136,38 @@ def test_all_locations_disabled_is_503(client, storage, local_location):  # type
     response = client.get("/api/v1/buckets/bucket/objects/k")
     assert response.status_code == 503 and response.json["code"] == "StorageUnavailable"
     assert record_sizes(storage) == []
+
+
+def sha256_block_digests(data: bytes, piece_size: int, block_size: int) -> bytes:
+    import hashlib
+
+    digests = []
+    for piece_start in range(0, len(data), piece_size):
+        piece = data[piece_start:piece_start + piece_size]
+        digests += [hashlib.sha256(piece[i:i + block_size]).digest() for i in range(0, len(piece), block_size)]
+    return b"".join(digests)
+
+
+def test_files_with_sha256_block_digests_are_still_verified(client, storage, settings, local_location,  # type: ignore[no-untyped-def]
+                                                            local_root, cold_location):
+    # files stored before migration 0003 have SHA-256 block digests; new ones BLAKE3
+    from sqlalchemy import update
+
+    from storage_core.models import File
+
+    make_bucket(storage, locations=["hot", "cold"])
+    data = os.urandom(2 * PIECE + 7)
+    checksum = put(storage, "bucket", "k", data)["checksum"]
+    with storage.session_factory()() as session, session.begin():
+        file = session.get(File, checksum)
+        assert file.block_hash == "blake3"
+        session.execute(update(File).where(File.checksum == checksum).values(
+            block_hash="sha256", block_digests=sha256_block_digests(data, file.piece_size, file.block_size)))
+    assert client.get("/api/v1/buckets/bucket/objects/k").data == data
+    assert set(copy_states(storage).values()) == {CopyState.STORED}
+    path = piece_path(local_root, checksum, 1)
+    corrupted = bytearray(path.read_bytes())
+    corrupted[5] ^= 0x01
+    path.write_bytes(bytes(corrupted))
+    assert client.get("/api/v1/buckets/bucket/objects/k").data == data
+    assert sorted(copy_states(storage).values()) == [CopyState.CORRUPT, CopyState.STORED]

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from storage_core.models import File, FileCopy, Object
-from tests.conftest import KiB, make_bucket
+from tests.conftest import KiB, make_bucket, put
 
 pytestmark = pytest.mark.profile("storage")
 
@@ -52,6 +52,23 @@ def test_round_trip(client, storage, any_location, size):  # type: ignore[no-unt
 
     by_checksum = client.get(f"/api/v1/files/{body['checksum']}/download")
     assert by_checksum.status_code == 200 and by_checksum.data == data
+
+
+def test_block_digests_are_blake3_of_every_block_of_every_piece(client, storage, settings, local_location):  # type: ignore[no-untyped-def]
+    import blake3
+
+    make_bucket(storage)
+    data = os.urandom(2 * settings.piece_size + settings.block_size + 5)  # a short last block and piece
+    checksum = put(storage, "bucket", "k", data)["checksum"]
+    expected = []
+    for start in range(0, len(data), settings.piece_size):
+        piece = data[start:start + settings.piece_size]
+        expected += [blake3.blake3(piece[i:i + settings.block_size]).digest()
+                     for i in range(0, len(piece), settings.block_size)]
+    with storage.session_factory()() as session:
+        file = session.get(File, checksum)
+        assert (file.block_hash, file.block_size) == ("blake3", settings.block_size)
+        assert file.block_digests == b"".join(expected)
 
 
 def test_replacing_an_object_answers_200_and_frees_the_old_content(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]

@@ -58,7 +58,7 @@ class ContentStore:
         if file is None:
             file = File(checksum=spool.sha256, size=spool.size, piece_size=spool.piece_size,
                         piece_count=spool.piece_count, block_size=spool.block_size,
-                        block_digests=spool.block_digests, md5=spool.md5)
+                        block_digests=spool.block_digests, block_hash=spool.block_hash, md5=spool.md5)
             try:
                 with session.begin_nested():
                     session.add(file)

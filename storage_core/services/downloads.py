@@ -166,7 +166,7 @@ def _resolve_statement(*conditions: Any) -> Any:
     return (
         select(o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
-               f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests,
+               f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash,
                c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
                loc.c.updated_at.label("location_version"), lim.c.account.label("limited"))
         .select_from(
@@ -208,7 +208,7 @@ class DownloadService:
     def _target(self, session: Session, rows: list[Any]) -> Target:
         first = rows[0]
         layout = FileLayout(first.checksum, first.size, first.piece_size, first.block_size,
-                            bytes(first.block_digests))
+                            bytes(first.block_digests), first.block_hash)
         sources = [
             Source(row.copy_id, row.location_id, row.location, row.tier,
                    self.content.directory.plugin_for_id(session, row.location_id, row.location_version))

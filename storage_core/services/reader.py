@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
+from storage_core.integrity import BLOCK_HASH, BLOCK_HASHES, DIGEST_SIZE
 from storage_core.metrics import BYTES_SERVED, FAILOVERS
 from storage_core.models import CopyState, File, FileCopy, StorageLocation
 from storage_core.plugin import LocationPlugin
@@ -18,7 +18,7 @@ from storage_core.ranges import block_span, global_block_index, split_range
 
 log = logging.getLogger(__name__)
 
-DIGEST = 32
+DIGEST = DIGEST_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +30,11 @@ class FileLayout:
     piece_size: int
     block_size: int
     block_digests: bytes
+    block_hash: str = BLOCK_HASH
 
     @classmethod
     def of(cls, file: File) -> FileLayout:
-        return cls(file.checksum, file.size, file.piece_size, file.block_size, file.block_digests)
+        return cls(file.checksum, file.size, file.piece_size, file.block_size, file.block_digests, file.block_hash)
 
     def piece_length(self, index: int) -> int:
         return min(self.piece_size, self.size - index * self.piece_size)
@@ -82,6 +83,7 @@ class VerifiedReader:
         self.sources = sources
         self.on_failure = on_failure
         self.verify = verify
+        self._hash = BLOCK_HASHES[layout.block_hash]
         self._dead: set[int] = set()
         self._bad_pieces: set[tuple[int, int]] = set()
 
@@ -110,7 +112,7 @@ class VerifiedReader:
                 data = b"".join(source.plugin.read_piece(layout.checksum, piece, block_start, block_len))
                 if len(data) != block_len:
                     raise PieceMissing(f"piece {piece} is shorter than recorded on {source.location}")
-                if self.verify and hashlib.sha256(data).digest() != expected:
+                if self.verify and self._hash(data).digest() != expected:
                     raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
                 BYTES_SERVED.labels(source.location).inc(block_len)
                 return data
