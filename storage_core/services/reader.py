@@ -84,6 +84,7 @@ class VerifiedReader:
         self.on_failure = on_failure
         self.verify = verify
         self._hash = BLOCK_HASHES[layout.block_hash]
+        self._served = [BYTES_SERVED.labels(source.location) for source in sources]
         self._dead: set[int] = set()
         self._bad_pieces: set[tuple[int, int]] = set()
 
@@ -114,7 +115,7 @@ class VerifiedReader:
                     raise PieceMissing(f"piece {piece} is shorter than recorded on {source.location}")
                 if self.verify and self._hash(data).digest() != expected:
                     raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
-                BYTES_SERVED.labels(source.location).inc(block_len)
+                self._served[position].inc(block_len)
                 return data
             except StorageUnavailable as exc:
                 if isinstance(exc, PieceMissing | CorruptPiece):
