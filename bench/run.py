@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import hashes
 from bench.harness import REPO, BenchError, MiB, Workspace, machine
 from bench.memory import MemoryBenchmark
 from bench.throughput import SCENARIOS, WARMUP_S, ThroughputBenchmark, cpu_per_request, database_per_request, fmt_us
@@ -150,12 +151,27 @@ def throughput_section(run: dict[str, Any], argv: Sequence[str]) -> str:
     ])
 
 
+def run_hashes(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """The block-hash suite: MiB/s per core of each integrity hash; never misses a target (context)."""
+    results = hashes.measure()
+    header = ["hash", "block", "MiB/s per core (CPU time)", "used for"]
+    rows = [[r["hash"], _mib(r["block"]), f"{r['mib_s']:,.0f}",
+             "new uploads" if r["default"] else "files stored before migration 0003"] for r in results]
+    print(f"block hashes on {machine_line()}")
+    print(text_table(header, rows))
+    if not args.no_docs:
+        date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        update_section(DOCS, "hashes", "\n".join([
+            f"Measured {date} with `{command_line(argv)}` on {machine_line()}.", "", markdown_table(header, rows)]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", metavar="SUITE",
-                        help="run only this: throughput (or throughput:big,small,range), memory, or one memory "
-                             "measurement: upload, download (default: everything)")
+                        help="run only this: throughput (or throughput:big,small,range), memory, hashes, or one "
+                             "memory measurement: upload, download (default: everything)")
     parser.add_argument("--size-mib", type=int, default=1024,
                         help="memory: size of the big object (default 1024)")
     parser.add_argument("--parallel", type=int, default=8,
@@ -177,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_only(only: str | None) -> tuple[bool, str | None, tuple[str, ...]]:
-    """(run throughput?, memory selection or None to skip it ("all", "upload", "download"), scenarios)."""
+    """(run throughput?, memory selection or None to skip it ("all", "upload", "download"), scenarios).
+
+    The hash suite runs with everything, or alone with ``--only hashes`` (see ``main``)."""
     if only is None:
         return True, "all", ()
     suite, _, names = only.partition(":")
@@ -190,7 +208,7 @@ def parse_only(only: str | None) -> tuple[bool, str | None, tuple[str, ...]]:
         return True, None, scenarios
     if suite in ("memory", "upload", "download") and not names:
         return False, "all" if suite == "memory" else suite, ()
-    raise ValueError(f"--only {only}: expected throughput[:scenario,...], memory, upload or download")
+    raise ValueError(f"--only {only}: expected throughput[:scenario,...], memory, hashes, upload or download")
 
 
 def run_throughput(args: argparse.Namespace, argv: Sequence[str], scenarios: tuple[str, ...]) -> int:
@@ -247,14 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size_mib < 1 or args.parallel < 1 or args.duration < 1 or args.throughput_mib < 1:
         print("--size-mib, --parallel, --duration and --throughput-mib must be >= 1", file=sys.stderr)
         return 2
+    if args.only == "hashes":
+        return run_hashes(args, argv)
     try:
         throughput, memory, scenarios = parse_only(args.only)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    statuses = []
+    statuses = [run_hashes(args, argv)] if args.only is None else []
     # throughput first: the memory suite's gigabytes of writes would still be flushing under wrk
     if throughput:
+        if statuses:
+            print()
         statuses.append(run_throughput(args, argv, scenarios))
     if memory is not None:
         if statuses:
