@@ -31,7 +31,6 @@ class Container(containers.DeclarativeContainer):
     session_factory = providers.Singleton(make_session_factory, engine)
     # the download path's one resolving SELECT: autocommit connections of their own pool
     read_engine = providers.Singleton(make_engine, settings, autocommit=True)
-    read_session_factory = providers.Singleton(make_session_factory, read_engine)
 
     authenticator = providers.Singleton(Authenticator, settings)
     access_policy = providers.Singleton(AccessPolicy)
@@ -45,7 +44,7 @@ class Container(containers.DeclarativeContainer):
     download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds)
     download_service = providers.Singleton(DownloadService, session_factory, content_store, quota_service,
                                            access_policy, download_limits, settings.provided.verify_reads,
-                                           read_session_factory)
+                                           read_engine)
     availability_service = providers.Singleton(AvailabilityService, session_factory)
     health_service = providers.Singleton(HealthService, session_factory, location_directory)
 

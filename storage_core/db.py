@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import URL, Engine, Row, Select, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, Row, Select, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -114,9 +114,25 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         with factory() as session, session.begin():
             yield session
     except (DBAPIError, PoolTimeout) as exc:
-        if is_disconnect(exc):
-            raise DatabaseUnavailable(f"database unavailable: {type(getattr(exc, 'orig', exc)).__name__}") from exc
+        _raise_if_unavailable(exc)
         raise
+
+
+@contextlib.contextmanager
+def connection(engine: Engine) -> Iterator[Connection]:
+    """A pooled connection without an ORM session (lighter, for the download path's autocommit reads);
+    errors as in ``transaction``."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except (DBAPIError, PoolTimeout) as exc:
+        _raise_if_unavailable(exc)
+        raise
+
+
+def _raise_if_unavailable(exc: DBAPIError | PoolTimeout) -> None:
+    if is_disconnect(exc):
+        raise DatabaseUnavailable(f"database unavailable: {type(getattr(exc, 'orig', exc)).__name__}") from exc
 
 
 def is_postgres(session: Session) -> bool:
@@ -151,8 +167,7 @@ class PreparedQuery:
         self._prepare = f"PREPARE {name} ({types}) AS {compiled.string}".replace("%", "%%")
         self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(names))})" if names else f"EXECUTE {name}"
 
-    def all(self, session: Session, **params: Any) -> list[Row[Any]]:
-        connection = session.connection()
+    def all(self, connection: Connection, **params: Any) -> list[Row[Any]]:
         if connection.dialect.name != "postgresql":
             return list(connection.execute(self.statement, params).all())
         # the set lives as long as the server connection: a reconnect prepares again

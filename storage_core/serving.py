@@ -11,10 +11,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn import glogging
+
 from profiles import active_profiles
 from storage_core.errors import ConfigurationError
 from storage_core.logs import logging_config
 from storage_core.settings import Settings
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger without its access log: the app writes its own JSON line per request.
+
+    With a ``logconfig_dict`` gunicorn counts its access log as enabled and builds its atoms (every
+    header and environ entry) for each request, only for a logger nobody reads: about 2 % of a worker's
+    CPU on 4 KiB downloads.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
 
 
 def gunicorn_options(settings: Settings) -> dict[str, object]:
@@ -28,6 +42,7 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
         "graceful_timeout": settings.graceful_timeout,
         "keepalive": 5,
         "accesslog": None,  # the app writes one JSON access line per request (storage_core.access)
+        "logger_class": "storage_core.serving.GunicornLogger",
         "loglevel": settings.log_level.lower(),
         "logconfig_dict": logging_config(settings.log_level),
         # big uploads and downloads are streamed; never buffer request lines beyond the defaults

@@ -181,7 +181,6 @@ def test_database_unreachable_fails_closed(settings, container, storage, local_l
     container.engine.override(providers.Object(dead))
     container.read_engine.override(providers.Object(dead))
     container.session_factory.reset()
-    container.read_session_factory.reset()
     for name in ("quota_service", "download_service", "availability_service"):
         getattr(container, name).reset()
     client = create_app(settings=settings, container=container).test_client()

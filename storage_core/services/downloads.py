@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import and_, bindparam, case, or_, select
+from sqlalchemy import Connection, Engine, and_, bindparam, case, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
-from storage_core.db import PreparedQuery, transaction
+from storage_core.db import PreparedQuery, connection, transaction
 from storage_core.errors import Conflict, NotFound, RangeNotSatisfiable, StorageUnavailable, Unauthorized
 from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
 from storage_core.ranges import (
@@ -191,9 +191,10 @@ BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_
 class DownloadService:
     def __init__(self, session_factory: sessionmaker[Session], content: ContentStore, quota: QuotaService,
                  policy: AccessPolicy, limits: DownloadLimits, verify_reads: bool = True,
-                 read_session_factory: sessionmaker[Session] | None = None):
+                 read_engine: Engine | None = None):
         self.session_factory = session_factory
-        self.read_session_factory = read_session_factory or session_factory
+        # the resolving SELECT runs on autocommit connections of their own pool, without an ORM session
+        self.read_engine: Engine = read_engine or session_factory.kw["bind"]
         self.content = content
         self.quota = quota
         self.policy = policy
@@ -202,40 +203,36 @@ class DownloadService:
 
     # ---- resolution --------------------------------------------------------------------------------
 
-    def _rows(self, session: Session, query: PreparedQuery, **params: Any) -> list[Any]:
-        return query.all(session, **params)
-
-    def _target(self, session: Session, rows: list[Any]) -> Target:
+    def _target(self, conn: Connection, rows: list[Any]) -> Target:
         first = rows[0]
         layout = FileLayout(first.checksum, first.size, first.piece_size, first.block_size,
                             bytes(first.block_digests), first.block_hash)
         sources = [
             Source(row.copy_id, row.location_id, row.location, row.tier,
-                   self.content.directory.plugin_for_id(session, row.location_id, row.location_version))
+                   self.content.directory.plugin_for_id(conn, row.location_id, row.location_version))
             for row in rows if row.object_id == first.object_id and row.location_id is not None
         ]
         return Target(first.bucket_id, first.bucket, first.key, first.object_id, first.content_type,
                       as_utc(first.created_at), layout, sources, limited=first.limited is not None)
 
-    def resolve_object(self, session: Session, bucket: str, key: str, principal: Principal) -> Target:
-        rows = self._rows(session, BY_KEY, bucket=bucket, key=key, account=principal.account)
+    def resolve_object(self, conn: Connection, bucket: str, key: str, principal: Principal) -> Target:
+        rows = BY_KEY.all(conn, bucket=bucket, key=key, account=principal.account)
         if not rows:
-            found = session.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == bucket)).first()
+            found = conn.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == bucket)).first()
             if found is None:
                 raise NotFound(f"bucket {bucket!r} does not exist")
             # who may not read the bucket may not learn which keys exist in it either
             self.policy.require_read(principal, bucket, found[0], found[1], key)
             raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
         self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
-        return self._target(session, rows)
+        return self._target(conn, rows)
 
-    def resolve_checksum(self, session: Session, checksum: str, bucket: str | None,
+    def resolve_checksum(self, conn: Connection, checksum: str, bucket: str | None,
                          principal: Principal) -> Target:
         if bucket is None:
-            rows = self._rows(session, BY_CHECKSUM, checksum=checksum, account=principal.account)
+            rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
         else:
-            rows = self._rows(session, BY_CHECKSUM_IN_BUCKET, checksum=checksum, bucket=bucket,
-                              account=principal.account)
+            rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
         readable = [row for row in rows
                     if self.policy.can_read(principal, row.bucket, row.owner, row.visibility, row.key)]
         if rows and not readable and not principal.authenticated:
@@ -249,7 +246,7 @@ class DownloadService:
                 f"checksum {checksum} is in several buckets; choose the paying one with ?bucket=",
                 extra={"buckets": buckets},
             )
-        return self._target(session, readable)
+        return self._target(conn, readable)
 
     # ---- the download ------------------------------------------------------------------------------
 
@@ -266,8 +263,8 @@ class DownloadService:
         charge: Charge | None = None
         admission: Admission | None = None
         # the resolving SELECT runs in autocommit: no transaction to end, one round trip less
-        with transaction(self.read_session_factory) as session:
-            target = resolve(session)
+        with connection(self.read_engine) as conn:
+            target = resolve(conn)
             file = target.file
             etag = f'"{file.checksum}"'
             headers = self._headers(target, etag, inline)

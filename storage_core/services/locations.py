@@ -7,7 +7,7 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,12 +32,13 @@ class LocationDirectory:
         raw = json.dumps([location.plugin, location.config], sort_keys=True, default=str)
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def plugin_for_id(self, session: Session, location_id: int, version: object) -> LocationPlugin:
+    def plugin_for_id(self, connection: Connection, location_id: int, version: object) -> LocationPlugin:
         """The plugin of a location known by id and version (``updated_at``): no query unless it changed."""
         cached = self._by_version.get(location_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        location = session.get(StorageLocation, location_id)
+        with Session(bind=connection) as session:
+            location = session.get(StorageLocation, location_id)
         if location is None:
             raise StorageUnavailable(f"storage location {location_id} is gone")
         plugin = self.plugin_for(location)
