@@ -116,7 +116,7 @@ def ratio_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in run["ratios"]:
         unit = RATIO_METRICS[r["metric"]]
-        rows.append([f"{r['title']}: {unit} downloader / {r['reference']}", f"{r['ratio']:.2f}",
+        rows.append([f"{r['title']}: {unit} downloader / {r['reference']}", f"{r['ratio']:.3f}",
                      f"{r['downloader']:,.1f} {unit}", f"{r['reference_value']:,.1f} {unit}",
                      "-" if r["target"] is None else f">= {r['target']}",
                      "-" if r["target"] is None else ("ok" if r["ok"] else "**missed**")])
@@ -124,10 +124,14 @@ def ratio_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def code_revision() -> str:
-    """``git describe --always --dirty`` of the repository: which service code was measured."""
-    done = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                          text=True, check=False)
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+    """The commit measured, ``-dirty`` when files other than docs/ (which the benchmark writes) changed."""
+    described = subprocess.run(["git", "-C", str(REPO), "describe", "--always"], capture_output=True,
+                               text=True, check=False)
+    if described.returncode != 0 or not described.stdout.strip():
+        return "unknown"
+    changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", ".", ":(exclude)docs"],
+                             capture_output=True, text=True, check=False)
+    return described.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
 
 
 def throughput_section(run: dict[str, Any], argv: Sequence[str]) -> str:
