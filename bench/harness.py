@@ -71,12 +71,17 @@ class Database:
         self.server_url = server_url
         self.name = f"storage_bench_{secrets.token_hex(4)}"
 
+    def url_of(self, database: str) -> str:
+        # the server URL may carry a query (``?host=/var/run/postgresql`` for the Unix socket)
+        base, _, query = self.server_url.partition("?")
+        return f"{base.rstrip('/')}/{database}" + (f"?{query}" if query else "")
+
     @property
     def url(self) -> str:
-        return f"{self.server_url}/{self.name}"
+        return self.url_of(self.name)
 
     def _execute(self, sql: str) -> None:
-        conn = psycopg2.connect(f"{self.server_url}/postgres")
+        conn = psycopg2.connect(self.url_of("postgres"))
         try:
             conn.autocommit = True
             with conn.cursor() as cur:

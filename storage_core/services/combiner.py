@@ -25,7 +25,7 @@ class _Slot:
         self.result: Any = None
 
 
-class ChargeCombiner(Generic[R]):
+class Combiner(Generic[R]):
     """``submit(key, item)`` returns the result ``run(key, items)`` gave for ``item`` (or raises it)."""
 
     def __init__(self, run: Callable[[Any, list[Any]], list[R | Exception]]):

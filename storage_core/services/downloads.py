@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, or_, select
+from sqlalchemy import Engine, Row, String, and_, bindparam, case, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
@@ -33,6 +34,7 @@ from storage_core.ranges import (
     parse_range_header,
     unsatisfied_content_range,
 )
+from storage_core.services.combiner import Combiner
 from storage_core.services.content import ContentStore
 from storage_core.services.limits import Admission, DownloadLimits
 from storage_core.services.quota import Charge, QuotaService, ReadRequest
@@ -158,31 +160,48 @@ class ChargedBody:
                 log.exception("refund of %d bytes for read record %d failed", undelivered, self._charge.record_id)
 
 
-def _resolve_statement(*conditions: Any) -> Any:
+def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
     """Objects with bucket, file, servable copies in serving order and the account's limit flag: everything
     a download needs from the database, in one statement. Built once, from tables rather than ORM
-    entities, so a download pays neither for building the query nor for loading entities."""
+    entities, so a download pays neither for building the query nor for loading entities.
+
+    ``batch``: the objects of many downloads at once, given as three arrays (``buckets``, ``keys``,
+    ``accounts``); each row says which download it belongs to in ``request`` (1-based)."""
     o, b, f, c, loc, lim = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation, AccountLimit))
-    return (
-        select(o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at,
+    columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
                f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash,
                c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
-               loc.c.updated_at.label("location_version"), lim.c.account.label("limited"))
+               loc.c.updated_at.label("location_version"), lim.c.account.label("limited")]
+    serving = (case((loc.c.tier == "hot", 0), else_=1), loc.c.priority, loc.c.id)
+    if batch:
+        names = ("buckets", "keys", "accounts")
+        want = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in names)).table_valued(
+            "bucket", "key", "account", with_ordinality="request").render_derived(name="want")
+        objects = (want.join(b, b.c.name == want.c.bucket)
+                   .join(o, and_(o.c.bucket_id == b.c.id, o.c.key == want.c.key)))
+        account, columns, order = want.c.account, [want.c.request, *columns], (want.c.request, *serving)
+    else:
+        objects = o.join(b, b.c.id == o.c.bucket_id)
+        account, order = bindparam("account"), (b.c.name, o.c.id, *serving)
+    return (
+        select(*columns)
         .select_from(
-            o.join(b, b.c.id == o.c.bucket_id)
+            objects
             .join(f, f.c.checksum == o.c.checksum)
             .outerjoin(c, and_(c.c.checksum == f.c.checksum, or_(*(c.c.state == s for s in CopyState.SERVABLE))))
             .outerjoin(loc, and_(loc.c.id == c.c.location_id, loc.c.enabled.is_(True)))
-            .outerjoin(lim, lim.c.account == bindparam("account")))
+            .outerjoin(lim, lim.c.account == account))
         .where(*conditions)
-        .order_by(b.c.name, o.c.id, case((loc.c.tier == "hot", 0), else_=1), loc.c.priority, loc.c.id)
+        .order_by(*order)
     )
 
 
 _o, _b = Object.__table__, Bucket.__table__
 BY_KEY = PreparedQuery("resolve_by_key", _resolve_statement(
     _b.c.name == bindparam("bucket"), _o.c.key == bindparam("key")))
+# the downloads by key that arrive together in one worker, resolved in one round trip (PostgreSQL)
+BY_KEYS = PreparedQuery("resolve_by_keys", _resolve_statement(batch=True))
 BY_CHECKSUM = PreparedQuery("resolve_by_checksum", _resolve_statement(_o.c.checksum == bindparam("checksum")))
 BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_statement(
     _o.c.checksum == bindparam("checksum"), _b.c.name == bindparam("bucket")))
@@ -200,39 +219,59 @@ class DownloadService:
         self.policy = policy
         self.limits = limits
         self.verify_reads = verify_reads
+        # On PostgreSQL the downloads by key that arrive while one resolving query runs share the next
+        # one: a round trip to the database costs the worker more CPU than the query itself.
+        self._batched = self.read_engine.dialect.name == "postgresql"
+        self._resolver: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch)
 
     # ---- resolution --------------------------------------------------------------------------------
 
-    def _target(self, conn: Connection, rows: list[Any]) -> Target:
+    def _rows_by_key(self, bucket: str, key: str, account: str) -> list[Row[Any]]:
+        if self._batched:
+            return self._resolver.submit(BY_KEYS.name, (bucket, key, account))
+        with connection(self.read_engine) as conn:
+            return BY_KEY.all(conn, bucket=bucket, key=key, account=account)
+
+    def _resolve_batch(self, _name: str, wanted: list[tuple[str, str, str]]) -> list[list[Row[Any]]]:
+        with connection(self.read_engine) as conn:
+            rows = BY_KEYS.all(conn, buckets=[w[0] for w in wanted], keys=[w[1] for w in wanted],
+                               accounts=[w[2] for w in wanted])
+        found: list[list[Row[Any]]] = [[] for _ in wanted]
+        for row in rows:
+            found[row.request - 1].append(row)
+        return found
+
+    def _target(self, rows: list[Any]) -> Target:
         first = rows[0]
         layout = FileLayout(first.checksum, first.size, first.piece_size, first.block_size,
                             bytes(first.block_digests), first.block_hash)
         sources = [
             Source(row.copy_id, row.location_id, row.location, row.tier,
-                   self.content.directory.plugin_for_id(conn, row.location_id, row.location_version))
+                   self.content.directory.plugin_for_id(self.read_engine, row.location_id, row.location_version))
             for row in rows if row.object_id == first.object_id and row.location_id is not None
         ]
         return Target(first.bucket_id, first.bucket, first.key, first.object_id, first.content_type,
                       as_utc(first.created_at), layout, sources, limited=first.limited is not None)
 
-    def resolve_object(self, conn: Connection, bucket: str, key: str, principal: Principal) -> Target:
-        rows = BY_KEY.all(conn, bucket=bucket, key=key, account=principal.account)
+    def resolve_object(self, bucket: str, key: str, principal: Principal) -> Target:
+        rows = self._rows_by_key(bucket, key, principal.account)
         if not rows:
-            found = conn.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == bucket)).first()
+            with connection(self.read_engine) as conn:
+                found = conn.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == bucket)).first()
             if found is None:
                 raise NotFound(f"bucket {bucket!r} does not exist")
             # who may not read the bucket may not learn which keys exist in it either
             self.policy.require_read(principal, bucket, found[0], found[1], key)
             raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
         self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
-        return self._target(conn, rows)
+        return self._target(rows)
 
-    def resolve_checksum(self, conn: Connection, checksum: str, bucket: str | None,
-                         principal: Principal) -> Target:
-        if bucket is None:
-            rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
-        else:
-            rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
+    def resolve_checksum(self, checksum: str, bucket: str | None, principal: Principal) -> Target:
+        with connection(self.read_engine) as conn:
+            if bucket is None:
+                rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
+            else:
+                rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
         readable = [row for row in rows
                     if self.policy.can_read(principal, row.bucket, row.owner, row.visibility, row.key)]
         if rows and not readable and not principal.authenticated:
@@ -246,48 +285,47 @@ class DownloadService:
                 f"checksum {checksum} is in several buckets; choose the paying one with ?bucket=",
                 extra={"buckets": buckets},
             )
-        return self._target(conn, readable)
+        return self._target(readable)
 
     # ---- the download ------------------------------------------------------------------------------
 
     def open_object(self, bucket: str, key: str, conditions: Conditions, principal: Principal) -> DownloadResponse:
-        return self._open(lambda s: self.resolve_object(s, bucket, key, principal), conditions,
+        return self._open(lambda: self.resolve_object(bucket, key, principal), conditions,
                           principal.account, inline=False)
 
     def open_checksum(self, checksum: str, bucket: str | None, conditions: Conditions, principal: Principal,
                       inline: bool) -> DownloadResponse:
-        return self._open(lambda s: self.resolve_checksum(s, checksum, bucket, principal), conditions,
+        return self._open(lambda: self.resolve_checksum(checksum, bucket, principal), conditions,
                           principal.account, inline)
 
     def _open(self, resolve, conditions: Conditions, account: str, inline: bool) -> DownloadResponse:  # type: ignore[no-untyped-def]
         charge: Charge | None = None
         admission: Admission | None = None
-        # the resolving SELECT runs in autocommit: no transaction to end, one round trip less
-        with connection(self.read_engine) as conn:
-            target = resolve(conn)
-            file = target.file
-            etag = f'"{file.checksum}"'
-            headers = self._headers(target, etag, inline)
-            if self._not_modified(conditions, etag, target.last_modified):
-                return DownloadResponse(304, {k: v for k, v in headers.items()
-                                              if k in ("ETag", "Last-Modified", "Accept-Ranges")})
-            ranges = None
-            if conditions.range and if_range_allows(conditions.if_range, etag,
-                                                    int(as_utc(target.last_modified).timestamp())):
-                ranges = parse_range_header(conditions.range, file.size)
-            if ranges == []:
-                raise RangeNotSatisfiable(
-                    f"no requested range is within the {file.size} bytes of the object",
-                    headers={"Content-Range": unsatisfied_content_range(file.size), **headers},
-                )
-            status, body_ranges, parts, closing, length = self._shape(ranges, file.size, target, headers)
-            headers["Content-Length"] = str(length)
-            if conditions.method == "HEAD":
-                return DownloadResponse(status, headers)
-            reader = VerifiedReader(file, target.sources, self.content.note_failure, verify=self.verify_reads)
-            if not reader.sources and file.size:
-                raise StorageUnavailable(f"no enabled location holds a stored copy of {file.checksum}")
-            content_size = sum(end - start for start, end in body_ranges)
+        # resolving holds a pooled connection only for its query (and, batched, shares it)
+        target = resolve()
+        file = target.file
+        etag = f'"{file.checksum}"'
+        headers = self._headers(target, etag, inline)
+        if self._not_modified(conditions, etag, target.last_modified):
+            return DownloadResponse(304, {k: v for k, v in headers.items()
+                                          if k in ("ETag", "Last-Modified", "Accept-Ranges")})
+        ranges = None
+        if conditions.range and if_range_allows(conditions.if_range, etag,
+                                                int(as_utc(target.last_modified).timestamp())):
+            ranges = parse_range_header(conditions.range, file.size)
+        if ranges == []:
+            raise RangeNotSatisfiable(
+                f"no requested range is within the {file.size} bytes of the object",
+                headers={"Content-Range": unsatisfied_content_range(file.size), **headers},
+            )
+        status, body_ranges, parts, closing, length = self._shape(ranges, file.size, target, headers)
+        headers["Content-Length"] = str(length)
+        if conditions.method == "HEAD":
+            return DownloadResponse(status, headers)
+        reader = VerifiedReader(file, target.sources, self.content.note_failure, verify=self.verify_reads)
+        if not reader.sources and file.size:
+            raise StorageUnavailable(f"no enabled location holds a stored copy of {file.checksum}")
+        content_size = sum(end - start for start, end in body_ranges)
         if content_size and target.limited:
             with transaction(self.session_factory) as session:
                 admission = self.limits.admit_in(session, account)

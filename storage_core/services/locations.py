@@ -7,12 +7,12 @@ import json
 import threading
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
-from storage_core.db import transaction
+from storage_core.db import connection, transaction
 from storage_core.errors import Conflict, InvalidArgument, NotFound, StorageUnavailable
 from storage_core.models import CopyState, File, FileCopy, StorageLocation
 from storage_core.plugin import LocationPlugin, PluginRegistry
@@ -32,12 +32,12 @@ class LocationDirectory:
         raw = json.dumps([location.plugin, location.config], sort_keys=True, default=str)
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def plugin_for_id(self, connection: Connection, location_id: int, version: object) -> LocationPlugin:
+    def plugin_for_id(self, engine: Engine, location_id: int, version: object) -> LocationPlugin:
         """The plugin of a location known by id and version (``updated_at``): no query unless it changed."""
         cached = self._by_version.get(location_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        with Session(bind=connection) as session:
+        with connection(engine) as conn, Session(bind=conn) as session:
             location = session.get(StorageLocation, location_id)
         if location is None:
             raise StorageUnavailable(f"storage location {location_id} is gone")

@@ -34,7 +34,7 @@ from storage_core.errors import InvalidArgument, QuotaExceeded
 from storage_core.metrics import QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
 from storage_core.services.buckets import get_bucket
-from storage_core.services.combiner import ChargeCombiner
+from storage_core.services.combiner import Combiner
 from storage_core.timeutil import now_us, year_month_of
 
 T = BucketTraffic
@@ -136,7 +136,7 @@ class QuotaService:
     def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], int] = now_us):
         self.session_factory = session_factory
         self.clock = clock  # microseconds since the epoch; tests move it across months
-        self._combiner = ChargeCombiner(self._charge_batch)
+        self._combiner = Combiner(self._charge_batch)
         self._combine: bool | None = None
 
     # ---- checker -----------------------------------------------------------------------------------
