@@ -29,7 +29,7 @@ class Container(containers.DeclarativeContainer):
 
     engine = providers.Singleton(make_engine, settings)
     session_factory = providers.Singleton(make_session_factory, engine)
-    # the download path's one resolving SELECT: autocommit connections of their own pool
+    # the download path's resolving SELECT and combined charges: autocommit connections of their own pool
     read_engine = providers.Singleton(make_engine, settings, autocommit=True)
 
     authenticator = providers.Singleton(Authenticator, settings)
@@ -40,7 +40,7 @@ class Container(containers.DeclarativeContainer):
     location_directory = providers.Singleton(LocationDirectory, plugin_registry)
     content_store = providers.Singleton(ContentStore, session_factory, location_directory)
 
-    quota_service = providers.Singleton(QuotaService, session_factory)
+    quota_service = providers.Singleton(QuotaService, session_factory, autocommit_engine=read_engine)
     download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds)
     download_service = providers.Singleton(DownloadService, session_factory, content_store, quota_service,
                                            access_policy, download_limits, settings.provided.verify_reads,

@@ -99,12 +99,13 @@ def test_sql_statements_of_one_charged_download(client, storage, local_location,
             event.remove(each, "before_cursor_execute", count)
     statements = [s for s in statements if not s.startswith("PREPARE")]  # once per connection: see below
     # one prepared SELECT resolves object, bucket, file, copies and the account's limits (the PREPARE
-    # itself was sent once, by the warm-up); then the charge (its own transaction, shared by concurrent
-    # reads of the bucket): lock the month row, then consume and record in one statement
+    # itself was sent once, by the warm-up; concurrent downloads share it); then the charge (its own
+    # transaction, shared by concurrent reads of the bucket) in two round trips: begin and lock the
+    # month row, then consume, record and commit
     assert [s.split()[0] for s in statements] == EXPECTED_STATEMENTS, statements
 
 
-EXPECTED_STATEMENTS = ["EXECUTE", "SELECT", "WITH"]
+EXPECTED_STATEMENTS = ["EXECUTE", "BEGIN;", "WITH"]
 
 
 def test_resolving_query_is_prepared_once_per_connection(client, storage, local_location, engine):  # type: ignore[no-untyped-def]

@@ -215,6 +215,38 @@ def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local
         assert (traffic.charged_consumed_size, traffic.monthly_free_consumed_size, traffic.free_consumed_size,
                 traffic.free_quota_remaining) == (10, 5, 3, 0)
         assert sorted(session.scalars(select(ReadRecord.read_size))) == [4, 5, 9]
+        # each charge knows its own record (ids are taken before the insert), as refunds need
+        records = {r.id: (r.read_size, r.charged_size, r.monthly_free_size, r.free_size)
+                   for r in session.scalars(select(ReadRecord))}
+    assert records == {r.record_id: (r.size, r.charged_part, r.monthly_free_part, r.free_part)
+                       for r in results if not isinstance(r, Exception)}
+
+
+def test_a_failed_combined_charge_charges_nothing_and_leaves_no_open_transaction(storage, local_location,  # type: ignore[no-untyped-def]
+                                                                                 engine):
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from storage_core.services.quota import ReadRequest
+
+    make_bucket(storage, charged_read_quota=100, monthly_free_read_quota=0, free_read_quota=0)
+    quota = storage.quota_service()
+    with storage.session_factory()() as session:
+        bucket_id = session.scalar(select(Bucket.id))
+    good = ReadRequest(bucket_id, "k", 1, "0" * 64, "a", 10)
+    quota.charge(good)  # creates the month row
+    too_long = ReadRequest(bucket_id, "k" * 2000, 1, "0" * 64, "a", 10)  # object_name is 1024 at most
+    with pytest.raises(DBAPIError):
+        quota.charge(too_long)  # the second round trip fails after the first locked the month row
+    with engine.connect() as connection:
+        idle_in_transaction = connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'")).scalar_one()
+    assert idle_in_transaction == 0
+    assert quota.charge(good).size == 10  # the lock was released: the next charge goes through
+    with storage.session_factory()() as session:
+        assert session.scalar(select(BucketTraffic.charged_consumed_size)) == 20
+        assert sorted(session.scalars(select(ReadRecord.object_name))) == ["k", "k"]
 
 
 def test_concurrent_charges_in_one_process_are_exact(storage, local_location):  # type: ignore[no-untyped-def]

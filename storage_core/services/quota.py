@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, and_, case, delete, literal, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Connection, Engine, and_, case, delete, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage_core.db import transaction
+from storage_core.db import connection, transaction
 from storage_core.errors import InvalidArgument, QuotaExceeded
 from storage_core.metrics import QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
@@ -39,22 +39,34 @@ from storage_core.timeutil import now_us, year_month_of
 
 T = BucketTraffic
 
-# The statements of a combined charge on PostgreSQL, as SQL: they run for every read, and building them
-# with SQLAlchemy cost more CPU than PostgreSQL spent running them.
-LOCK_MONTH = (
-    "SELECT charged_quota_size, charged_consumed_size, monthly_free_quota_size, monthly_free_consumed_size,"
-    " free_quota_remaining FROM bucket_traffic WHERE bucket_id = %s AND year_month = %s FOR UPDATE"
+# A combined charge on PostgreSQL is two round trips on an autocommit connection (a round trip costs a
+# worker more CPU than these statements cost PostgreSQL): the transaction is begun by hand with the
+# month row's lock and an id for each record, and committed by the statement that consumes and records.
+BEGIN_AND_LOCK_MONTH = (
+    "BEGIN; SELECT charged_quota_size, charged_consumed_size, monthly_free_quota_size, monthly_free_consumed_size,"
+    " free_quota_remaining,"
+    " ARRAY(SELECT nextval(pg_get_serial_sequence('read_records', 'id')) FROM generate_series(1, %s))"
+    " FROM bucket_traffic WHERE bucket_id = %s AND year_month = %s FOR UPDATE"
 )
-# consume and record in one statement: one round trip less while the month row is locked
-CONSUME_AND_RECORD = (
+CONSUME_RECORD_COMMIT = (
     "WITH consumed AS (UPDATE bucket_traffic SET charged_consumed_size = charged_consumed_size + %s,"
     " monthly_free_consumed_size = monthly_free_consumed_size + %s,"
     " free_quota_remaining = free_quota_remaining - %s, free_consumed_size = free_consumed_size + %s"
     " WHERE bucket_id = %s AND year_month = %s)"
-    " INSERT INTO read_records (bucket_id, year_month, object_name, object_id, checksum, account, timestamp_us,"
-    " read_size, charged_size, monthly_free_size, free_size) VALUES {rows} RETURNING id"
+    " INSERT INTO read_records (id, bucket_id, year_month, object_name, object_id, checksum, account,"
+    " timestamp_us, read_size, charged_size, monthly_free_size, free_size) VALUES {rows}; COMMIT"
 )
-RECORD_VALUES = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+RECORD_VALUES = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+def _rollback(conn: Connection) -> None:
+    """End a transaction begun by hand; a connection that cannot is discarded, never pooled mid-transaction."""
+    if conn.invalidated:
+        return
+    try:
+        conn.exec_driver_sql("ROLLBACK")
+    except Exception:
+        conn.invalidate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +145,12 @@ def create_month_row(session: Session, bucket_id: int, year_month: str) -> None:
 class QuotaService:
     """The quota checker (charge, refund) and the quota queryer (month figures, read records)."""
 
-    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], int] = now_us):
+    def __init__(self, session_factory: sessionmaker[Session], clock: Callable[[], int] = now_us,
+                 autocommit_engine: Engine | None = None):
         self.session_factory = session_factory
+        # combined charges begin and commit their transaction themselves (see BEGIN_AND_LOCK_MONTH)
+        self.autocommit_engine = autocommit_engine or session_factory.kw["bind"].execution_options(
+            isolation_level="AUTOCOMMIT")
         self.clock = clock  # microseconds since the epoch; tests move it across months
         self._combiner = Combiner(self._charge_batch)
         self._combine: bool | None = None
@@ -153,48 +169,62 @@ class QuotaService:
 
     def _charge_batch(self, key: tuple[int, str], batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
         bucket_id, year_month = key
-        with transaction(self.session_factory) as session:
-            connection = session.connection()
-            row = connection.exec_driver_sql(LOCK_MONTH, (bucket_id, year_month)).first()
-            if row is None:
+        with connection(self.autocommit_engine) as conn:
+            try:
+                # round trip 1: open the transaction, lock the month row, take an id for every record
+                row = conn.exec_driver_sql(BEGIN_AND_LOCK_MONTH, (len(batch), bucket_id, year_month)).first()
+                if row is None:
+                    conn.exec_driver_sql("ROLLBACK")
+                else:
+                    results = self._admit(conn, bucket_id, year_month, row, batch)
+            except BaseException:
+                _rollback(conn)
+                raise
+        if row is None:  # the month's first read: create its row (a transaction of its own), then again
+            with transaction(self.session_factory) as session:
                 create_month_row(session, bucket_id, year_month)
-                row = connection.exec_driver_sql(LOCK_MONTH, (bucket_id, year_month)).first()
-            if row is None:  # the bucket is gone
-                return [QuotaExceeded("the bucket no longer exists") for _ in batch]
-            charged_quota, charged_consumed, monthly_quota, monthly_consumed, free_remaining = row
-            charged_left = max(charged_quota - charged_consumed, 0)
-            monthly_left = max(monthly_quota - monthly_consumed, 0)
-            available = charged_left + monthly_left + free_remaining
-            results: list[Charge | Exception] = [QuotaExceeded("")] * len(batch)
-            admitted: list[tuple[int, int, int, int]] = []  # (position, charged, monthly, free)
-            used = 0
-            for position in sorted(range(len(batch)), key=lambda i: (batch[i][0].size, i)):
-                size = batch[position][0].size
-                if used + size > available:
-                    break  # smallest first: nothing after this fits either
-                charged = max(0, min(size, charged_left - used))
-                monthly = max(0, min(used + size, charged_left + monthly_left) - max(used, charged_left))
-                admitted.append((position, charged, monthly, size - charged - monthly))
-                used += size
-            if admitted:
-                totals = [sum(a[i] for a in admitted) for i in (1, 2, 3)]
-                values: list[Any] = [totals[0], totals[1], totals[2], totals[2], bucket_id, year_month]
-                for p, c, m, f in admitted:
-                    request, timestamp_us = batch[p]
-                    values += [bucket_id, year_month, request.object_name, request.object_id, request.checksum,
-                               request.account, timestamp_us, request.size, c, m, f]
-                ids = connection.exec_driver_sql(
-                    CONSUME_AND_RECORD.format(rows=", ".join([RECORD_VALUES] * len(admitted))), tuple(values)
-                ).scalars().all()
-                # the ids come from a sequence, taken row by row in the order of VALUES: ascending ids are
-                # the admitted requests in order (RETURNING itself promises no order)
-                for (position, c, m, f), record_id in zip(admitted, sorted(ids), strict=True):
-                    results[position] = Charge(record_id, bucket_id, year_month, batch[position][0].size, c, m, f)
+                if session.get(BucketTraffic, (bucket_id, year_month)) is None:  # the bucket is gone
+                    return [QuotaExceeded("the bucket no longer exists") for _ in batch]
+            return self._charge_batch(key, batch)
         for position, result in enumerate(results):
             if isinstance(result, QuotaExceeded):
                 QUOTA_REJECTIONS.inc()
                 results[position] = QuotaExceeded(
                     f"not enough read quota left this month for {batch[position][0].size} bytes")
+        return results
+
+    @staticmethod
+    def _admit(conn: Connection, bucket_id: int, year_month: str, row: Any,
+               batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
+        """Admit the smallest requests first while they fit in what the locked row has left; round trip 2
+        consumes, records and commits."""
+        charged_quota, charged_consumed, monthly_quota, monthly_consumed, free_remaining, ids = row
+        charged_left = max(charged_quota - charged_consumed, 0)
+        monthly_left = max(monthly_quota - monthly_consumed, 0)
+        available = charged_left + monthly_left + free_remaining
+        results: list[Charge | Exception] = [QuotaExceeded("")] * len(batch)
+        admitted: list[tuple[int, int, int, int]] = []  # (position, charged, monthly, free)
+        used = 0
+        for position in sorted(range(len(batch)), key=lambda i: (batch[i][0].size, i)):
+            size = batch[position][0].size
+            if used + size > available:
+                break  # smallest first: nothing after this fits either
+            charged = max(0, min(size, charged_left - used))
+            monthly = max(0, min(used + size, charged_left + monthly_left) - max(used, charged_left))
+            admitted.append((position, charged, monthly, size - charged - monthly))
+            used += size
+        if not admitted:
+            conn.exec_driver_sql("ROLLBACK")
+            return results
+        totals = [sum(a[i] for a in admitted) for i in (1, 2, 3)]
+        values: list[Any] = [totals[0], totals[1], totals[2], totals[2], bucket_id, year_month]
+        for (p, c, m, f), record_id in zip(admitted, ids, strict=False):
+            request, timestamp_us = batch[p]
+            values += [record_id, bucket_id, year_month, request.object_name, request.object_id, request.checksum,
+                       request.account, timestamp_us, request.size, c, m, f]
+            results[p] = Charge(record_id, bucket_id, year_month, request.size, c, m, f)
+        conn.exec_driver_sql(CONSUME_RECORD_COMMIT.format(rows=", ".join([RECORD_VALUES] * len(admitted))),
+                             tuple(values))
         return results
 
     def charge_in(self, session: Session, request: ReadRequest, timestamp_us: int | None = None) -> Charge:
