@@ -72,7 +72,10 @@ def test_20_simultaneous_downloads_with_a_limit_of_3_across_two_instances(settin
     assert len(leases) == len(successes), (results, intervals)
     assert all(lease.released_us is not None for lease in leases), intervals
     # what the database saw: never more than 3 in flight, and the limit was reached
-    assert max_overlap(intervals) == 3, intervals
+    if max_overlap(intervals) != 3:
+        rows = "\n".join(f"lease {lease.id}: {lease.acquired_us} .. {lease.released_us} (expires {lease.expires_us})"
+                         for lease in sorted(leases, key=lambda lease: lease.acquired_us))
+        pytest.fail(f"{max_overlap(intervals)} leases in flight at once, limit 3:\n{rows}")
 
 
 def test_monthly_limit(client, storage, local_location):  # type: ignore[no-untyped-def]

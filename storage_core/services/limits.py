@@ -1,8 +1,9 @@
 """Per-account download limits: simultaneous downloads and downloads per month, exact across instances.
 
 An account with limits has a row in ``account_limits``; every charged download of that account locks
-the row (``SELECT ... FOR UPDATE``) inside the charge transaction, so acquisitions from any number of
-instances are serialised: the count of live leases and the monthly counter cannot be overtaken.
+the row (``SELECT ... FOR UPDATE``) in its admission transaction, just before the charge, so acquisitions
+from any number of instances are serialised: the count of live leases and the monthly counter cannot
+be overtaken.
 A lease is renewed while its body streams and released when the body closes; a crashed instance's
 leases stop counting when they expire (``STORAGE_DOWNLOAD_LEASE_SECONDS``).
 Accounts without limits cost one primary-key lookup and nothing else.
@@ -78,8 +79,11 @@ class DownloadLimits:
                 raise ConcurrentDownloadLimit(
                     f"account {account!r} already has {active} of {limit.max_concurrent_downloads} "
                     "simultaneous downloads")
+            # acquired_us is read after the count: a lease released in between (its released_us read
+            # before its commit) never appears to overlap this one, whatever the scheduler did
             lease_id = session.execute(
-                insert(DownloadLease).values(account=account, acquired_us=now, expires_us=now + self.lease_us)
+                insert(DownloadLease).values(account=account, acquired_us=self.clock(),
+                                             expires_us=now + self.lease_us)
                 .returning(DownloadLease.id)).scalar_one()
         return Admission(account, lease_id, year_month)
 
