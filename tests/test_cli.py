@@ -162,3 +162,25 @@ def test_migration_0003_keeps_sha256_for_files_stored_before(tmp_path: Path):  #
     with engine.connect() as connection:
         assert connection.execute(text("SELECT block_hash FROM files")).scalar_one() == "sha256"
     engine.dispose()
+
+
+def test_migration_0003_refuses_to_downgrade_over_blake3_files(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from storage_core.migrations import alembic_config, upgrade
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO files (checksum, size, piece_size, piece_count, block_size, block_digests, block_hash,"
+            " md5, created_at) VALUES (:c, 1, 16, 1, 16, :d, 'blake3', :m, '2026-11-01 00:00:00')"),
+            {"c": "b" * 64, "d": b"\0" * 32, "m": "0" * 32})
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection, pytest.raises(RuntimeError, match="non-sha256 block digests"):
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    with engine.connect() as connection:  # nothing was dropped
+        assert connection.execute(text("SELECT block_hash FROM files")).scalar_one() == "blake3"
+    engine.dispose()
