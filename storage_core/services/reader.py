@@ -10,15 +10,13 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
-from storage_core.integrity import BLOCK_HASH, BLOCK_HASHES, DIGEST_SIZE
+from storage_core.integrity import BLOCK_HASHES, DIGEST_SIZE
 from storage_core.metrics import BYTES_SERVED, FAILOVERS
 from storage_core.models import CopyState, File, FileCopy, StorageLocation
 from storage_core.plugin import LocationPlugin
 from storage_core.ranges import block_span, global_block_index, split_range
 
 log = logging.getLogger(__name__)
-
-DIGEST = DIGEST_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +28,7 @@ class FileLayout:
     piece_size: int
     block_size: int
     block_digests: bytes
-    block_hash: str = BLOCK_HASH
+    block_hash: str  # the name in storage_core.integrity.BLOCK_HASHES the digests were made with
 
     @classmethod
     def of(cls, file: File) -> FileLayout:
@@ -104,7 +102,7 @@ class VerifiedReader:
     def read_block(self, piece: int, number: int, block_start: int, block_len: int) -> bytes:
         layout = self.layout
         index = global_block_index(piece, number, layout.piece_size, layout.block_size)
-        expected = layout.block_digests[index * DIGEST:(index + 1) * DIGEST]
+        expected = layout.block_digests[index * DIGEST_SIZE:(index + 1) * DIGEST_SIZE]
         errors = []
         for position, source in enumerate(self.sources):
             if position in self._dead or (position, piece) in self._bad_pieces:
