@@ -145,7 +145,7 @@ def ensure_tools(names: tuple[str, ...] = ("nginx", "wrk")) -> dict[str, str]:
     absent = [name for name, path in paths.items() if path is None]
     if absent:
         raise BenchError(f"{', '.join(absent)} still not found after installing")
-    return paths  # type: ignore[return-value]
+    return paths
 
 
 def tool_version(argv: list[str]) -> str:
@@ -637,7 +637,7 @@ class ThroughputBenchmark:
         print(f"{scenario.name:5} {r.server:19} {r.wrk_args}: {r.requests} requests in {r.duration_s:.1f} s, "
               f"{r.req_per_s:.0f} req/s, {r.mib_per_s:.1f} MiB/s, latency p50 {fmt_us(r.p50_us)} "
               f"p99 {fmt_us(r.p99_us)}, server CPU {cpu_per_request(r)} per request{charged}; "
-              f"other processes kept {r.cpu.other_cpus:.2f} CPUs busy", flush=True)  # type: ignore[union-attr]
+              f"other processes kept {r.cpu.other_cpus:.2f} CPUs busy", flush=True)
 
     # ---- profile --------------------------------------------------------------------------------------
 

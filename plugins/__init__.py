@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import BinaryIO
 
 from storage_core.errors import StorageUnavailable
-
-_CHECKSUM = re.compile(r"[0-9a-f]{64}")
+from storage_core.names import is_checksum
 
 
 def check_piece_address(checksum: str, index: int) -> None:
@@ -17,7 +15,7 @@ def check_piece_address(checksum: str, index: int) -> None:
     ever reaches the filesystem or the bucket unchecked (no ``..``, no ``/``, no NUL).
     """
     # bool is an int subclass; a True index is a caller bug, not piece 1
-    if not isinstance(checksum, str) or _CHECKSUM.fullmatch(checksum) is None:
+    if not is_checksum(checksum):
         raise ValueError(f"invalid piece checksum {checksum!r}: expected 64 lower-case hex characters")
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise ValueError(f"invalid piece index {index!r}: expected an int >= 0")
@@ -37,7 +35,7 @@ def parse_piece_name(name: str) -> tuple[str, int] | None:
     # has exactly one name
     if not dot or not index.isdecimal() or str(int(index)) != index:
         return None
-    if _CHECKSUM.fullmatch(checksum) is None:
+    if not is_checksum(checksum):
         return None
     return checksum, int(index)
 

@@ -64,7 +64,7 @@ def profile(expression: str) -> Callable[[T], T]:
     matches(expression, frozenset())  # validate now, at import time
 
     def tag(obj: T) -> T:
-        obj.__profile__ = expression  # type: ignore[attr-defined]
+        obj.__profile__ = expression
         return obj
 
     return tag

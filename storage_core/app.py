@@ -14,7 +14,7 @@ import profiles
 from storage_core.blueprints import ALL_BLUEPRINTS
 from storage_core.blueprints.common import authenticate, install_error_handlers, reject_unsafe_text
 from storage_core.container import Container, build_container
-from storage_core.logs import ACCESS, REQUEST_ID, request_id_from
+from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
 from storage_core.metrics import REQUEST_LATENCY, REQUESTS
 from storage_core.settings import Settings
 
@@ -49,10 +49,10 @@ def finish_request(response: Response) -> Response:
                                                            REQUEST_LATENCY.labels(route, method))
         counted[0].inc()
         counted[1].observe(elapsed)
-        if not ACCESS.isEnabledFor(logging.INFO):
+        if not ACCESS_LOG.isEnabledFor(logging.INFO):
             return
         # the path without its query: presigned signatures stay out of the logs
-        ACCESS.info("%s %s %d", method, path, status, extra={
+        ACCESS_LOG.info("%s %s %d", method, path, status, extra={
             "request_id": request_id, "method": method, "path": path, "route": route, "status": status,
             "duration_ms": round(elapsed * 1000, 2), "account": account,
             "content_bytes": getattr(body, "delivered", None),
@@ -77,8 +77,6 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        # smorest would answer bad input with 422; our error handler answers 400 problem+json
-        JSON_SORT_KEYS=False,
     )
     # keys may begin with "/" or hold "//": werkzeug would otherwise redirect them to another key
     app.url_map.merge_slashes = False

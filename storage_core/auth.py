@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from sqlalchemy import ColumnElement, and_, or_, true
 
 from storage_core.errors import ConfigurationError, Forbidden, PresignUnavailable, Unauthorized
 from storage_core.settings import Settings
@@ -221,9 +222,22 @@ class AccessPolicy:
             self._deny(principal, f"manage bucket {bucket!r}")
 
     def can_read(self, principal: Principal, bucket: str, owner: str, visibility: str, key: str | None) -> bool:
+        """Whether the principal may read ``key`` (or, with None, anything) of the bucket: the read rule."""
         if visibility == "public-read" or self.can_manage(principal, owner):
             return True
         return principal.presigned is not None and principal.presigned == (bucket, key)
+
+    def readable(self, principal: Principal, buckets: Any, key: Any) -> ColumnElement[bool]:
+        """``can_read`` as a SQL condition over ``buckets`` (the table or its class: name, owner, visibility)
+        and a ``key`` column; tests check the two agree on a table of cases."""
+        if principal.is_admin:
+            return true()
+        terms: list[ColumnElement[bool]] = [buckets.visibility == "public-read"]
+        if principal.presigned is None and principal.authenticated:
+            terms.append(buckets.owner == principal.account)
+        if principal.presigned is not None:
+            terms.append(and_(buckets.name == principal.presigned[0], key == principal.presigned[1]))
+        return or_(*terms)
 
     def require_read(self, principal: Principal, bucket: str, owner: str, visibility: str,
                      key: str | None = None) -> None:

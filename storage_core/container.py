@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dependency_injector import containers, providers
 
 from profiles import is_active
 from storage_core.auth import AccessPolicy, Authenticator
 from storage_core.db import make_engine, make_session_factory
 from storage_core.plugin import PluginRegistry
-from storage_core.services.access import AccessService
 from storage_core.services.buckets import BucketService
 from storage_core.services.content import ContentStore
 from storage_core.services.downloads import DownloadService
@@ -16,44 +17,52 @@ from storage_core.services.files import AvailabilityService, FileService
 from storage_core.services.gc import GarbageCollector
 from storage_core.services.health import HealthService
 from storage_core.services.limits import DownloadLimits
-from storage_core.services.locations import LocationDirectory, LocationService
+from storage_core.services.locations import LocationService
 from storage_core.services.objects import ObjectService
+from storage_core.services.permissions import PermissionService
 from storage_core.services.quota import QuotaService
+from storage_core.services.resolve import Resolver
 from storage_core.services.scrub import Scrubber
+from storage_core.services.sources import PluginCache
+from storage_core.services.uploads import UploadService
 from storage_core.settings import Settings
+from storage_core.timeutil import now_us
 
 
 class Container(containers.DeclarativeContainer):
     settings = providers.Singleton(Settings.from_env)
-    active_profiles = providers.Object(frozenset({"storage"}))
+    # microseconds since the epoch; tests override it to move across months
+    clock = providers.Object(now_us)
 
     engine = providers.Singleton(make_engine, settings)
     session_factory = providers.Singleton(make_session_factory, engine)
-    # the download path's resolving SELECT and combined charges: autocommit connections of their own pool
-    read_engine = providers.Singleton(make_engine, settings, autocommit=True)
+    # autocommit connections of their own pool: the download path's resolving SELECT, and the combined
+    # charges, which begin and commit their transactions themselves
+    autocommit_engine = providers.Singleton(make_engine, settings, autocommit=True)
 
     authenticator = providers.Singleton(Authenticator, settings)
     access_policy = providers.Singleton(AccessPolicy)
-    access_service = providers.Singleton(AccessService, session_factory, access_policy)
+    permission_service = providers.Singleton(PermissionService, session_factory, access_policy)
 
     plugin_registry = providers.Singleton(PluginRegistry.from_entry_points)
-    location_directory = providers.Singleton(LocationDirectory, plugin_registry)
-    content_store = providers.Singleton(ContentStore, session_factory, location_directory)
+    plugin_cache = providers.Singleton(PluginCache, plugin_registry)
+    content_store = providers.Singleton(ContentStore, session_factory, plugin_cache)
 
-    quota_service = providers.Singleton(QuotaService, session_factory, autocommit_engine=read_engine)
-    download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds)
-    download_service = providers.Singleton(DownloadService, session_factory, content_store, quota_service,
-                                           access_policy, download_limits, settings.provided.verify_reads,
-                                           read_engine)
-    availability_service = providers.Singleton(AvailabilityService, session_factory)
-    health_service = providers.Singleton(HealthService, session_factory, location_directory)
+    quota_service = providers.Singleton(QuotaService, session_factory, clock, autocommit_engine)
+    download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds, clock)
+    resolver = providers.Singleton(Resolver, autocommit_engine, plugin_cache, access_policy)
+    download_service = providers.Singleton(DownloadService, session_factory, resolver, content_store, quota_service,
+                                           download_limits, settings.provided.verify_reads)
+    availability_service = providers.Singleton(AvailabilityService, session_factory, access_policy)
+    health_service = providers.Singleton(HealthService, session_factory, plugin_cache)
 
     location_service = providers.Singleton(LocationService, session_factory, plugin_registry)
     bucket_service = providers.Singleton(BucketService, session_factory, settings)
-    object_service = providers.Singleton(ObjectService, session_factory, settings, content_store)
+    object_service = providers.Singleton(ObjectService, session_factory, content_store)
+    upload_service = providers.Singleton(UploadService, session_factory, settings, content_store)
     file_service = providers.Singleton(FileService, session_factory, content_store)
-    scrubber = providers.Singleton(Scrubber, session_factory, location_directory)
-    garbage_collector = providers.Singleton(GarbageCollector, session_factory, content_store, location_directory,
+    scrubber = providers.Singleton(Scrubber, session_factory, plugin_cache)
+    garbage_collector = providers.Singleton(GarbageCollector, session_factory, content_store, plugin_cache,
                                             settings.provided.spool_dir, download_limits)
 
 
@@ -61,7 +70,7 @@ class ProfileInactive(RuntimeError):
     """A service of a profile that is not active was asked for."""
 
 
-def _refuse(name: str, profiles: frozenset[str]):  # type: ignore[no-untyped-def]
+def _refuse(name: str, profiles: frozenset[str]) -> Callable[..., None]:
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise ProfileInactive(f"{name} is not available under profile(s) {', '.join(sorted(profiles))}")
 
@@ -72,7 +81,6 @@ def build_container(settings: Settings, profiles: frozenset[str]) -> Container:
     """A container for these settings in which services of inactive profiles cannot be built."""
     container = Container()
     container.settings.override(providers.Object(settings))
-    container.active_profiles.override(providers.Object(profiles))
     for name, provider in container.providers.items():
         provides = getattr(provider, "provides", None)
         if isinstance(provides, type) and not is_active(provides, profiles):

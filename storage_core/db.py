@@ -35,7 +35,7 @@ def make_engine(settings: Settings, autocommit: bool = False) -> Engine:
                                **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             # WAL lets readers go on while a writer commits; foreign keys are off by default in SQLite.
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -43,6 +43,17 @@ def make_engine(settings: Settings, autocommit: bool = False) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            if not autocommit:
+                # SQLAlchemy's "begin" below opens each transaction, instead of pysqlite before the first write
+                dbapi_connection.isolation_level = None
+
+        if not autocommit:
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn):
+                # Every transaction takes the database's write lock when it begins: a charge reads the month
+                # row and writes it back under that lock (SQLite's FOR UPDATE), and a deferred transaction
+                # that reads first and writes later would fail with SQLITE_BUSY instead of waiting.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     timeout_ms = settings.db_timeout * 1000
@@ -75,11 +86,11 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
     """SQLAlchemy's pre-ping, but only for connections that have been idle (pessimistic disconnects)."""
 
     @event.listens_for(engine, "checkin")
-    def _checked_in(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+    def _checked_in(_dbapi_connection, record):
         record.info["checked_in"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+    def _checkout(dbapi_connection, record, _proxy):
         if time.monotonic() - record.info.get("checked_in", 0.0) < idle_seconds:
             return
         try:
@@ -134,9 +145,6 @@ def _raise_if_unavailable(exc: DBAPIError | PoolTimeout) -> None:
     if is_disconnect(exc):
         raise DatabaseUnavailable(f"database unavailable: {type(getattr(exc, 'orig', exc)).__name__}") from exc
 
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 class PreparedQuery:

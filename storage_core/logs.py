@@ -13,7 +13,8 @@ from typing import Any
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 # what a client may choose as its request id; anything else is replaced (it ends up in logs and headers)
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-ACCESS = logging.getLogger("storage_core.access")
+# the HTTP access log: one line per request (authorisation is services/permissions.py)
+ACCESS_LOG = logging.getLogger("storage_core.accesslog")
 
 # LogRecord attributes that are not "extra" fields
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "request_id"}

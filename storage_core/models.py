@@ -91,8 +91,8 @@ class File(Base):
     piece_size: Mapped[int] = mapped_column(BigInteger)
     piece_count: Mapped[int] = mapped_column(Integer)
     block_size: Mapped[int] = mapped_column(Integer)
-    # digests (32 bytes each) of every block of every piece, in order: see storage_core.ranges; made
-    # with ``block_hash`` (services/reader.BLOCK_HASHES): blake3, or sha256 for files stored before 0003
+    # digests (32 bytes each) of every block of every piece, in order (storage_core.layout); made with
+    # ``block_hash`` (storage_core.integrity.BLOCK_HASHES): blake3, or sha256 for files stored before 0003
     block_digests: Mapped[bytes] = mapped_column(LargeBinary)
     block_hash: Mapped[str] = mapped_column(String(16), server_default="sha256")
     md5: Mapped[str] = mapped_column(String(32))
@@ -168,7 +168,7 @@ class Object(Base):
 
 
 class BucketTraffic(Base):
-    """What a bucket consumed in one UTC month, per kind of quota; one conditional UPDATE charges it."""
+    """What a bucket consumed in one UTC month, per kind of quota (the split: ``storage_core.accounting``)."""
 
     __tablename__ = "bucket_traffic"
     __table_args__ = (CheckConstraint("free_quota_remaining >= 0", name="free_remaining"),)
@@ -182,11 +182,6 @@ class BucketTraffic(Base):
     # the one-time free quota left, carried over from the previous month when the row is created
     free_quota_remaining: Mapped[int] = mapped_column(BigInteger)
     free_consumed_size: Mapped[int] = mapped_column(BigInteger, default=0)
-    # how the latest charge was split between the three quotas: set by the charging UPDATE itself and
-    # returned by it, so the split is known without reading the row first (see services/quota.py)
-    last_charged_part: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_monthly_free_part: Mapped[int] = mapped_column(BigInteger, default=0)
-    last_free_part: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ReadRecord(Base):

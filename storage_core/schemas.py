@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates
 
-CHECKSUM_RE = re.compile(r"^[0-9a-f]{64}$")
-LOCATION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-YEAR_MONTH_RE = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
+from storage_core import names
+from storage_core.errors import InvalidArgument
+
+YEAR_MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 INT64_MAX = 2**63 - 1
 
 
-def validate_bucket_name(name: str) -> None:
-    """S3 bucket naming rules: 3-63 chars of a-z 0-9 . -, letter or digit at both ends, not an IP."""
-    if not 3 <= len(name) <= 63:
-        raise ValidationError("bucket names are 3 to 63 characters long")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", name):
-        raise ValidationError(
-            "bucket names use lower-case letters, digits, dots and hyphens, "
-            "and begin and end with a letter or digit"
-        )
-    if ".." in name or ".-" in name or "-." in name:
-        raise ValidationError("bucket names must not contain '..', '.-' or '-.'")
-    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
-        raise ValidationError("bucket names must not look like an IP address")
+def domain(validator: Callable[[str], Any]) -> Callable[[str], None]:
+    """A validator of ``storage_core.names`` as a marshmallow one (its detail becomes the field's message)."""
 
+    def check(value: str) -> None:
+        try:
+            validator(value)
+        except InvalidArgument as exc:
+            raise ValidationError(exc.detail) from None
 
-def validate_checksum(value: str) -> None:
-    if not CHECKSUM_RE.match(value):
-        raise ValidationError("checksum must be a sha256 digest: 64 lower-case hex characters")
+    return check
 
 
 def unsafe_text(value: str) -> str | None:
@@ -73,8 +67,7 @@ class StrictSchema(Schema):
 # ---- storage locations -------------------------------------------------------------------------
 
 class LocationSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Regexp(
-        LOCATION_NAME_RE, error="names are 1-63 letters, digits, '.', '_' or '-', starting alphanumeric"))
+    name = fields.String(required=True, validate=domain(names.validate_location_name))
     plugin = fields.String(required=True)
     tier = fields.String(load_default="hot", validate=validate.OneOf(["hot", "cold"]))
     priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
@@ -104,7 +97,7 @@ class LocationListSchema(Schema):
 # ---- buckets -----------------------------------------------------------------------------------
 
 class BucketSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate_bucket_name)
+    name = fields.String(required=True, validate=domain(names.validate_bucket_name))
     owner = fields.String(validate=validate.Length(min=1, max=255))
     visibility = fields.String(load_default="private", validate=validate.OneOf(["private", "public-read"]))
     charged_read_quota = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=INT64_MAX))
@@ -181,7 +174,7 @@ class CopyRequestSchema(StrictSchema):
 
 
 class AvailabilityRequestSchema(StrictSchema):
-    checksums = fields.List(fields.String(validate=validate_checksum), required=True,
+    checksums = fields.List(fields.String(validate=domain(names.validate_checksum)), required=True,
                             validate=validate.Length(max=1000))
 
 
@@ -214,7 +207,7 @@ class ReadQuotaArgs(StrictSchema):
 
     @validates("year_month")
     def _month(self, value: str | None, **_kwargs: object) -> None:
-        if value is not None and not YEAR_MONTH_RE.match(value):
+        if value is not None and not YEAR_MONTH_RE.fullmatch(value):
             raise ValidationError("year_month must be YYYY-MM with a month from 01 to 12")
 
 

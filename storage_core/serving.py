@@ -41,7 +41,7 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
         "timeout": settings.timeout,
         "graceful_timeout": settings.graceful_timeout,
         "keepalive": 5,
-        "accesslog": None,  # the app writes one JSON access line per request (storage_core.access)
+        "accesslog": None,  # the app writes one JSON access line per request (logs.ACCESS_LOG)
         "logger_class": "storage_core.serving.GunicornLogger",
         "loglevel": settings.log_level.lower(),
         "logconfig_dict": logging_config(settings.log_level),
@@ -72,7 +72,7 @@ def child_exit(_server: object, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-def gevent_wait_callback(limit: float):  # type: ignore[no-untyped-def]
+def gevent_wait_callback(limit: float):
     """psycopg2's wait callback for gevent (as psycogreen's) with a bound on every wait.
 
     Under a wait callback libpq's own connect_timeout is not enforced, and a server that stopped
@@ -83,7 +83,7 @@ def gevent_wait_callback(limit: float):  # type: ignore[no-untyped-def]
     from gevent.socket import wait_read, wait_write
     from psycopg2 import extensions
 
-    def wait(conn, timeout=None):  # type: ignore[no-untyped-def]
+    def wait(conn, timeout=None):
         while True:
             state = conn.poll()
             if state == extensions.POLL_OK:
@@ -127,5 +127,4 @@ def run(bootstrap: str, default_profiles: tuple[str, ...], config_file: Path) ->
     from gunicorn.app.wsgiapp import run as gunicorn_run
 
     sys.argv = ["gunicorn", "--config", str(config_file), f"{bootstrap}.wsgi:app"]
-    os.environ.setdefault("STORAGE_BOOTSTRAP", bootstrap)
     gunicorn_run()

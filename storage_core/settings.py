@@ -77,9 +77,6 @@ class Settings:
         "STORAGE_TIMEOUT", _int(1), 120, "Seconds a worker may stay silent before gunicorn restarts it.")
     graceful_timeout: int = _setting(
         "STORAGE_GRACEFUL_TIMEOUT", _int(1), 30, "Seconds running requests get to finish on shutdown.")
-    profiles: str = _setting(
-        "STORAGE_PROFILES", _text, "",
-        "Comma-separated active profiles (`storage`, `downloader`); overrides the bootstrap's.")
     jwt_secret: str = _setting("STORAGE_JWT_SECRET", _text, "", "HS256 secret verifying bearer tokens.")
     jwt_public_key: str = _setting(
         "STORAGE_JWT_PUBLIC_KEY", _text, "", "PEM public key (EdDSA or RS256) verifying bearer tokens.")

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from storage_core.errors import BadDigest, InvalidArgument, PayloadTooLarge
 from storage_core.integrity import BLOCK_HASH, BLOCK_HASHES
+from storage_core.layout import piece_count, piece_length
 
 CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Digests:
+    """What a client declared its body hashes to (checked once the body is spooled)."""
+
+    md5: bytes | None = None  # the 16-byte digest
+    sha256: str | None = None  # lower-case hex
 
 
 class Spool:
@@ -110,28 +117,17 @@ class Spool:
 
     @property
     def piece_count(self) -> int:
-        return -(-self.size // self.piece_size)
+        return piece_count(self.size, self.piece_size)
 
     def piece_length(self, index: int) -> int:
-        return min(self.piece_size, self.size - index * self.piece_size)
+        return piece_length(self.size, self.piece_size, index)
 
-    def verify(self, content_md5: str | None, sha256: str | None) -> None:
-        """Check the digests the client sent; a mismatch is ``BadDigest`` and nothing gets stored."""
-        if content_md5 is not None:
-            try:
-                expected = base64.b64decode(content_md5.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidArgument("Content-MD5 must be the base64 of a 16-byte MD5 digest") from None
-            if len(expected) != 16:
-                raise InvalidArgument("Content-MD5 must be the base64 of a 16-byte MD5 digest")
-            if expected.hex() != self.md5:
-                raise BadDigest("the Content-MD5 you specified did not match what we received")
-        if sha256 is not None:
-            value = sha256.strip().lower()
-            if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-                raise InvalidArgument("X-Checksum-Sha256 must be 64 hex characters")
-            if value != self.sha256:
-                raise BadDigest("the X-Checksum-Sha256 you specified did not match what we received")
+    def verify(self, expected: Digests) -> None:
+        """Check the digests the client declared; a mismatch is ``BadDigest`` and nothing gets stored."""
+        if expected.md5 is not None and expected.md5 != self._md5.digest():
+            raise BadDigest("the Content-MD5 you specified did not match what we received")
+        if expected.sha256 is not None and expected.sha256 != self.sha256:
+            raise BadDigest("the X-Checksum-Sha256 you specified did not match what we received")
 
     def piece_reader(self, index: int) -> PieceStream:
         return PieceStream(self.path, index * self.piece_size, self.piece_length(index))
@@ -162,7 +158,3 @@ class PieceStream:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-    def chunks(self) -> Iterator[bytes]:
-        while chunk := self.read(CHUNK):
-            yield chunk

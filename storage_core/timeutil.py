@@ -21,3 +21,10 @@ def current_year_month() -> str:
 def as_utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; every datetime stored here is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def seconds_to_next_month(timestamp_us: int) -> int:
+    """Whole seconds from ``timestamp_us`` to the start of the next UTC month (at least 1)."""
+    now = dt.datetime.fromtimestamp(timestamp_us / 1_000_000, dt.UTC)
+    first = dt.datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=dt.UTC)
+    return max(1, int(-(-(first - now).total_seconds() // 1)))

@@ -1,8 +1,10 @@
-"""Shared fixtures: a PostgreSQL database of the suite's own, moto's S3 server, apps under the active profile.
+"""Shared fixtures: a PostgreSQL database of the suite's own, apps under the active profile, seeding helpers.
 
 The suite runs once per profile (``STORAGE_PROFILES``). Data is seeded through a container of the
 full ``storage`` profile, as the storage service would; HTTP requests go to an app of the active
-profile, as a client of that deployment would see it.
+profile, as a client of that deployment would see it, with a real admin token unless a test asks for
+another account (``auth``) or none (``anonymous``). Live servers and the S3 server are in
+``tests/support/``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from storage_core.container import Container, build_container
 from storage_core.db import database_url as database_url_of
 from storage_core.migrations import upgrade
 from storage_core.models import Base
+from storage_core.services.uploads import ObjectMetadata
 from storage_core.settings import Settings
+from tests.support.auth import TEST_JWT_SECRET, AuthActions
+from tests.support.servers import ACTIVE, GunicornServer, LiveServer
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.support.s3server"]
 
 ADMIN_URL = os.environ.get("STORAGE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-ACTIVE = profiles.active_profiles([profiles.STORAGE])
 KiB = 1024
 
 
@@ -86,22 +90,22 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-READ_ENGINES: dict[str, Engine] = {}
+AUTOCOMMIT_ENGINES: dict[str, Engine] = {}
 
 
-def read_engine_for(engine: Engine) -> Engine:
+def autocommit_engine_for(engine: Engine) -> Engine:
     """The autocommit engine of the download path, one per test database (pools are not per test)."""
     url = engine.url.render_as_string(hide_password=False)
-    if url not in READ_ENGINES:
+    if url not in AUTOCOMMIT_ENGINES:
         from storage_core.db import make_engine
 
-        READ_ENGINES[url] = make_engine(Settings(database_url=url), autocommit=True)
-    return READ_ENGINES[url]
+        AUTOCOMMIT_ENGINES[url] = make_engine(Settings(database_url=url), autocommit=True)
+    return AUTOCOMMIT_ENGINES[url]
 
 
 def pytest_sessionfinish() -> None:
-    for read_engine in READ_ENGINES.values():
-        read_engine.dispose()
+    for autocommit_engine in AUTOCOMMIT_ENGINES.values():
+        autocommit_engine.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -119,13 +123,13 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     """Small pieces and blocks so multi-piece files stay small."""
     return Settings(database_url=database_url, data_dir=str(tmp_path / "var"), piece_size=64 * KiB,
                     block_size=16 * KiB, free_read_quota=1024 * 1024 * 1024,
-                    monthly_free_read_quota=1024 * 1024 * 1024, auth_disabled=True)
+                    monthly_free_read_quota=1024 * 1024 * 1024, jwt_secret=TEST_JWT_SECRET)
 
 
 def make_container(settings: Settings, engine: Engine, active: frozenset[str]) -> Container:
     container = build_container(settings, active)
     container.engine.override(providers.Object(engine))
-    container.read_engine.override(providers.Object(read_engine_for(engine)))
+    container.autocommit_engine.override(providers.Object(autocommit_engine_for(engine)))
     return container
 
 
@@ -141,14 +145,28 @@ def container(settings: Settings, engine: Engine) -> Container:
 
 
 @pytest.fixture
-def app(settings: Settings, container: Container):  # type: ignore[no-untyped-def]
+def app(settings: Settings, container: Container):
     app = create_app(settings=settings, container=container)
     app.testing = True
     return app
 
 
 @pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
+def auth(settings: Settings) -> AuthActions:
+    return AuthActions(settings)
+
+
+@pytest.fixture
+def client(app, auth: AuthActions):
+    """A client acting as an admin, through a real token."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = auth.admin["Authorization"]
+    return client
+
+
+@pytest.fixture
+def anonymous(app):
+    """A client without credentials."""
     return app.test_client()
 
 
@@ -185,93 +203,16 @@ def make_bucket(storage: Container, name: str = "bucket", **fields: Any) -> dict
 
 def put(storage: Container, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream"
         ) -> dict[str, Any]:
-    view, _created = storage.object_service().upload(
-        bucket, key, io.BytesIO(data), content_length=len(data), content_type=content_type,
-        content_md5=None, sha256=None)
-    return view
-
-
-class LiveServer:
-    """The app on a real socket (werkzeug's threaded server), for tests of what crosses the wire."""
-
-    def __init__(self, app):  # type: ignore[no-untyped-def]
-        from werkzeug.serving import make_server
-
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.port = self.server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
-        import threading
-
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join(5)
+    stored = storage.upload_service().put(bucket, key, io.BytesIO(data), length=len(data),
+                                          metadata=ObjectMetadata(content_type=content_type))
+    return stored.view
 
 
 @pytest.fixture
-def live_server(app):  # type: ignore[no-untyped-def]
+def live_server(app):
     server = LiveServer(app)
     yield server
     server.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class GunicornServer:
-    """The real service: gunicorn with gevent workers, started from the bootstrap of the active profile."""
-
-    def __init__(self, settings: Settings, workers: int = 3, extra_env: dict[str, str] | None = None):
-        import subprocess
-        import sys
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        bootstrap = "bootstrap_storage" if profiles.STORAGE in ACTIVE else "bootstrap_downloader"
-        env = {**os.environ, "STORAGE_DATABASE_URL": settings.database_url, "STORAGE_DATA_DIR": settings.data_dir,
-               "STORAGE_BIND": f"127.0.0.1:{self.port}", "STORAGE_WORKERS": str(workers),
-               "STORAGE_AUTH_DISABLED": "1", "STORAGE_LOG_LEVEL": "WARNING",
-               # several servers share the machine's PostgreSQL (max_connections 100) in one test
-               "STORAGE_DB_POOL_SIZE": "4", **(extra_env or {})}
-        self.log = Path(settings.data_dir).parent / f"gunicorn-{self.port}.log"
-        self.log_file = self.log.open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", bootstrap], env=env, stdout=self.log_file,
-                                        stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        import time
-
-        import requests
-
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(self.url + "/health/live", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:  # workers still booting
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gunicorn did not start: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        import signal
-
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except Exception:
-            self.process.kill()
-        self.log_file.close()
 
 
 @pytest.fixture

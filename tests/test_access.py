@@ -19,24 +19,25 @@ from storage_core.app import create_app
 from storage_core.auth import Authenticator
 from storage_core.errors import ConfigurationError
 from storage_core.models import ReadRecord
-from tests.conftest import ACTIVE, GunicornServer, make_bucket, make_container, put
+from tests.conftest import ACTIVE, make_bucket, make_container, put
+from tests.support.servers import GunicornServer
 
 SECRET = "test-secret-of-32-characters-at-least"
 STORAGE_ACTIVE = profiles.STORAGE in ACTIVE
 
 
 @pytest.fixture
-def auth_settings(settings):  # type: ignore[no-untyped-def]
+def auth_settings(settings):
     return settings.replace(auth_disabled=False, jwt_secret=SECRET)
 
 
 @pytest.fixture
-def auth_storage(auth_settings, engine):  # type: ignore[no-untyped-def]
+def auth_storage(auth_settings, engine):
     return make_container(auth_settings, engine, frozenset({profiles.STORAGE}))
 
 
 @pytest.fixture
-def auth_client(auth_settings, engine):  # type: ignore[no-untyped-def]
+def auth_client(auth_settings, engine):
     container = make_container(auth_settings, engine, ACTIVE)
     return create_app(settings=auth_settings, container=container).test_client()
 
@@ -47,19 +48,19 @@ def token(sub: str, roles: list[str] | None = None, ttl: int = 600, key: str = S
 
 
 @pytest.fixture
-def buckets(auth_storage, local_location):  # type: ignore[no-untyped-def]
+def buckets(auth_storage, local_location):
     make_bucket(auth_storage, "public", owner="olivia", visibility="public-read")
     make_bucket(auth_storage, "private", owner="olivia", visibility="private")
     put(auth_storage, "public", "obj", b"public data")
     put(auth_storage, "private", "obj", b"private data")
 
 
-def presigned_path(auth_storage, bucket: str, key: str = "obj", account: str = "olivia", expires: int = 600) -> str:  # type: ignore[no-untyped-def]
+def presigned_path(auth_storage, bucket: str, key: str = "obj", account: str = "olivia", expires: int = 600) -> str:
     path, _ = auth_storage.authenticator().presign(f"/api/v1/buckets/{bucket}/objects/{key}", account, expires)
     return path
 
 
-def request_as(client, auth_storage, actor: str, method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+def request_as(client, auth_storage, actor: str, method: str, path: str, **kwargs):
     headers = {
         "anonymous": {}, "presigned": {},
         "owner": {"Authorization": f"Bearer {token('olivia')}"},
@@ -89,7 +90,7 @@ OPERATIONS = [
 
 @pytest.mark.parametrize("actor", list(PERMISSIONS))
 @pytest.mark.parametrize("operation", range(len(OPERATIONS)), ids=[f"{o}-{b}" for o, b in OPERATIONS])
-def test_permission_table(auth_client, auth_storage, buckets, actor, operation):  # type: ignore[no-untyped-def]
+def test_permission_table(auth_client, auth_storage, buckets, actor, operation):
     kind, bucket = OPERATIONS[operation]
     expected = PERMISSIONS[actor][operation]
     if kind == "read":
@@ -111,7 +112,7 @@ def test_permission_table(auth_client, auth_storage, buckets, actor, operation):
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_reads_are_recorded_under_the_right_account(auth_client, auth_storage, buckets):  # type: ignore[no-untyped-def]
+def test_reads_are_recorded_under_the_right_account(auth_client, auth_storage, buckets):
     auth_client.get("/api/v1/buckets/public/objects/obj")
     auth_client.get("/api/v1/buckets/private/objects/obj", headers={"Authorization": f"Bearer {token('olivia')}"})
     auth_client.get(presigned_path(auth_storage, "private", account="partner"))
@@ -120,7 +121,7 @@ def test_reads_are_recorded_under_the_right_account(auth_client, auth_storage, b
     assert accounts == ["anonymous", "olivia", "partner"]
 
 
-def test_private_keys_do_not_leak(auth_client, buckets):  # type: ignore[no-untyped-def]
+def test_private_keys_do_not_leak(auth_client, buckets):
     missing = auth_client.get("/api/v1/buckets/private/objects/nothing-here")
     assert missing.status_code == 401
     other = auth_client.get("/api/v1/buckets/private/objects/nothing-here",
@@ -132,7 +133,7 @@ def test_private_keys_do_not_leak(auth_client, buckets):  # type: ignore[no-unty
 
 
 @pytest.mark.profile("storage")
-def test_management_needs_the_right_role(auth_client, buckets):  # type: ignore[no-untyped-def]
+def test_management_needs_the_right_role(auth_client, buckets):
     user = {"Authorization": f"Bearer {token('mallory')}"}
     admin = {"Authorization": f"Bearer {token('root', ['admin'])}"}
     assert auth_client.get("/api/v1/storage-locations").status_code == 401
@@ -155,7 +156,7 @@ def test_management_needs_the_right_role(auth_client, buckets):  # type: ignore[
 
 
 @pytest.mark.profile("storage")
-def test_presign_endpoint(auth_client, buckets):  # type: ignore[no-untyped-def]
+def test_presign_endpoint(auth_client, buckets):
     owner = {"Authorization": f"Bearer {token('olivia')}"}
     response = auth_client.post("/api/v1/buckets/private/objects/obj/presign", json={"expires_in": 60},
                                 headers=owner)
@@ -197,7 +198,7 @@ def alg_none(sub: str) -> str:
     "Basic b2xpdmlhOnB3",
     "Bearer " + jwt.encode({"sub": "olivia", "roles": []}, SECRET, algorithm="HS256"),  # no exp
 ])
-def test_bad_tokens_are_401(auth_client, buckets, authorization):  # type: ignore[no-untyped-def]
+def test_bad_tokens_are_401(auth_client, buckets, authorization):
     response = auth_client.get("/api/v1/buckets/private/objects/obj", headers={"Authorization": authorization})
     assert response.status_code == 401
     assert response.json["code"] == "Unauthorized"
@@ -211,7 +212,7 @@ def changed(url: str, new_path: str | None = None, **query_changes: str) -> str:
 
 
 @pytest.mark.parametrize("change", ["path", "expiry", "signature", "account", "expired"])
-def test_tampered_or_expired_presigned_urls_are_403(auth_client, auth_storage, buckets, change):  # type: ignore[no-untyped-def]
+def test_tampered_or_expired_presigned_urls_are_403(auth_client, auth_storage, buckets, change):
     good = presigned_path(auth_storage, "private")
     assert auth_client.get(good).status_code == 200
     bad = {
@@ -225,12 +226,12 @@ def test_tampered_or_expired_presigned_urls_are_403(auth_client, auth_storage, b
     assert response.status_code == 403 and response.json["code"] == "Forbidden"
 
 
-def test_service_refuses_to_start_without_keys(settings):  # type: ignore[no-untyped-def]
+def test_service_refuses_to_start_without_keys(settings):
     with pytest.raises(ConfigurationError, match="STORAGE_JWT_SECRET"):
         Authenticator(settings.replace(auth_disabled=False, jwt_secret=""))
 
 
-def test_auth_disabled_logs_a_loud_warning(settings, caplog):  # type: ignore[no-untyped-def]
+def test_auth_disabled_logs_a_loud_warning(settings, caplog):
     Authenticator(settings.replace(auth_disabled=True))
     assert "authentication is OFF" in caplog.text
 
@@ -245,7 +246,7 @@ def keypair() -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_downloader_with_only_a_public_key(settings, engine, local_location, monkeypatch):  # type: ignore[no-untyped-def]
+def test_downloader_with_only_a_public_key(settings, engine, local_location, monkeypatch):
     private_pem, public_pem = keypair()
     url_secret = "url-signing-secret-shared-with-downloaders"
     storage_settings = settings.replace(auth_disabled=False, jwt_private_key=private_pem,

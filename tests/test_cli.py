@@ -23,7 +23,7 @@ def run_admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=120)
 
 
-def test_db_upgrade_and_bootstrap_on_sqlite(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_db_upgrade_and_bootstrap_on_sqlite(tmp_path: Path):
     env = {"STORAGE_DATA_DIR": str(tmp_path / "var"), "STORAGE_DATABASE_URL": ""}
     assert run_admin(env, "db", "upgrade").returncode == 0
     assert (tmp_path / "var" / "storage.db").exists()
@@ -37,14 +37,14 @@ def test_db_upgrade_and_bootstrap_on_sqlite(tmp_path: Path):  # type: ignore[no-
     assert listed[0]["config"]["root"] == str(tmp_path / "var" / "locations" / "local")
 
 
-def test_bad_setting_is_reported_by_name(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_bad_setting_is_reported_by_name(tmp_path: Path):
     result = run_admin({"STORAGE_PIECE_SIZE": "abc", "STORAGE_DATA_DIR": str(tmp_path)}, "db", "upgrade")
     assert result.returncode == 2
     assert "STORAGE_PIECE_SIZE" in result.stderr
 
 
 @pytest.mark.profile("storage")
-def test_gc_removes_abandoned_uploads_and_orphans_but_never_live_pieces(storage, local_location, local_root,  # type: ignore[no-untyped-def]
+def test_gc_removes_abandoned_uploads_and_orphans_but_never_live_pieces(storage, local_location, local_root,
                                                                         monkeypatch):
     make_bucket(storage)
     live = put(storage, "bucket", "live", os.urandom(150 * KiB))
@@ -55,10 +55,10 @@ def test_gc_removes_abandoned_uploads_and_orphans_but_never_live_pieces(storage,
         content = storage.content_store()
         with storage.session_factory()() as session, session.begin():
             from storage_core.services.buckets import get_bucket
-            from storage_core.services.objects import target_locations
+            from storage_core.services.uploads import target_locations
 
             pending = content.reserve(session, spool, target_locations(session, get_bucket(session, "bucket")), "x")
-        plugin = storage.location_directory().plugin_for(pending[0].location)
+        plugin = storage.plugin_cache().plugin_for(pending[0].location)
         for index in range(spool.piece_count):
             with spool.piece_reader(index) as stream:
                 plugin.write_piece(spool.sha256, index, stream, spool.piece_length(index))
@@ -80,7 +80,7 @@ def test_gc_removes_abandoned_uploads_and_orphans_but_never_live_pieces(storage,
     assert states == [CopyState.STORED]
 
 
-def test_cli_gc_command_runs(tmp_path: Path, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+def test_cli_gc_command_runs(tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setenv("STORAGE_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("STORAGE_DATABASE_URL", "")
     assert main(["db", "upgrade"]) == 0
@@ -89,7 +89,7 @@ def test_cli_gc_command_runs(tmp_path: Path, capsys, monkeypatch):  # type: igno
 
 
 @pytest.mark.profile("storage")
-def test_gc_removes_spool_files_of_dead_uploads_only_after_the_grace(storage):  # type: ignore[no-untyped-def]
+def test_gc_removes_spool_files_of_dead_uploads_only_after_the_grace(storage):
     spool = Path(storage.settings().spool_dir)
     spool.mkdir(parents=True, exist_ok=True)
     dead, running = spool / "upload-dead", spool / "upload-running"
@@ -103,7 +103,7 @@ def test_gc_removes_spool_files_of_dead_uploads_only_after_the_grace(storage):  
 
 
 @pytest.mark.profile("storage")
-def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_location, client):  # type: ignore[no-untyped-def]
+def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_location, client):
     import hashlib
     import threading
 
@@ -146,7 +146,7 @@ def test_gc_running_during_uploads_never_removes_live_pieces(storage, local_loca
             assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest(), name
 
 
-def test_migration_0003_keeps_sha256_for_files_stored_before(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_migration_0003_keeps_sha256_for_files_stored_before(tmp_path: Path):
     from sqlalchemy import create_engine, text
 
     from storage_core.migrations import upgrade
@@ -164,7 +164,7 @@ def test_migration_0003_keeps_sha256_for_files_stored_before(tmp_path: Path):  #
     engine.dispose()
 
 
-def test_migration_0003_refuses_to_downgrade_over_blake3_files(tmp_path: Path):  # type: ignore[no-untyped-def]
+def test_migration_0003_refuses_to_downgrade_over_blake3_files(tmp_path: Path):
     from alembic import command
     from sqlalchemy import create_engine, text
 

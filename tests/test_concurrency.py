@@ -18,7 +18,7 @@ MiB = 1024 * 1024
 pytestmark = pytest.mark.slow
 
 
-def test_200_parallel_downloads_against_a_quota_for_exactly_50(storage, local_location, gunicorn_server):  # type: ignore[no-untyped-def]
+def test_200_parallel_downloads_against_a_quota_for_exactly_50(storage, local_location, gunicorn_server):
     make_bucket(storage, charged_read_quota=50 * MiB, monthly_free_read_quota=0, free_read_quota=0)
     data = os.urandom(MiB)
     digest = hashlib.sha256(data).hexdigest()
@@ -48,13 +48,13 @@ def test_200_parallel_downloads_against_a_quota_for_exactly_50(storage, local_lo
         assert session.scalar(select(func.sum(ReadRecord.read_size))) == 50 * MiB
 
 
-def test_connections_go_back_to_the_pool_before_bodies_stream(settings, storage, local_location):  # type: ignore[no-untyped-def]
+def test_connections_go_back_to_the_pool_before_bodies_stream(settings, storage, local_location):
     """40 slow downloads at once through a worker whose pool has 1 connection (+1 overflow): each holds a
     connection only to resolve and charge, so none waits for one (a wait would end in 503 after 3 s)."""
     import threading
     import time
 
-    from tests.conftest import GunicornServer
+    from tests.support.servers import GunicornServer
 
     make_bucket(storage, charged_read_quota=1 << 40)
     data = os.urandom(2 * MiB)

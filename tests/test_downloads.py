@@ -19,7 +19,7 @@ from tests.conftest import KiB, make_bucket, put
 PIECE = 64 * KiB
 
 
-def records(storage) -> list[ReadRecord]:  # type: ignore[no-untyped-def]
+def records(storage) -> list[ReadRecord]:
     with storage.session_factory()() as session:
         return list(session.scalars(select(ReadRecord).order_by(ReadRecord.id)))
 
@@ -37,7 +37,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture
-def objects(storage, local_location):  # type: ignore[no-untyped-def]
+def objects(storage, local_location):
     """Objects of the sizes that matter: empty, one byte, one piece, several pieces with a short tail."""
     make_bucket(storage)
     contents = {size: os.urandom(size) for size in (0, 1, PIECE, 3 * PIECE + 100)}
@@ -71,7 +71,7 @@ def expected_slices(specs: list[str], data: bytes) -> list[tuple[int, int]]:
 
 @hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(size=st.sampled_from([0, 1, PIECE, 3 * PIECE + 100]), specs=st.lists(spec, min_size=1, max_size=4))
-def test_ranges_match_python_slicing(client, objects, size, specs):  # type: ignore[no-untyped-def]
+def test_ranges_match_python_slicing(client, objects, size, specs):
     data = objects[size]
     response = client.get(f"/api/v1/buckets/bucket/objects/obj-{size}", headers={"Range": "bytes=" + ",".join(specs)})
     expected = expected_slices(specs, data)
@@ -93,7 +93,7 @@ def test_ranges_match_python_slicing(client, objects, size, specs):  # type: ign
         assert parts == [(f"bytes {a}-{b - 1}/{size}", data[a:b]) for a, b in expected]
 
 
-def test_charge_is_the_sum_of_the_ranges(client, storage, objects):  # type: ignore[no-untyped-def]
+def test_charge_is_the_sum_of_the_ranges(client, storage, objects):
     size = 3 * PIECE + 100
     client.get(f"/api/v1/buckets/bucket/objects/obj-{size}", headers={"Range": "bytes=0-9,-5,100-199"})
     client.get(f"/api/v1/buckets/bucket/objects/obj-{size}", headers={"Range": f"bytes={PIECE - 3}-{PIECE + 2}"})
@@ -101,7 +101,7 @@ def test_charge_is_the_sum_of_the_ranges(client, storage, objects):  # type: ign
     assert [r.read_size for r in records(storage)] == [115, 6, size]
 
 
-def test_free_answers_charge_nothing(client, storage, objects):  # type: ignore[no-untyped-def]
+def test_free_answers_charge_nothing(client, storage, objects):
     url = f"/api/v1/buckets/bucket/objects/obj-{PIECE}"
     full = client.get(url)
     etag = full.headers["ETag"]
@@ -112,7 +112,7 @@ def test_free_answers_charge_nothing(client, storage, objects):  # type: ignore[
     assert [r.read_size for r in records(storage)] == [PIECE]
 
 
-def test_head_has_the_headers_of_get_and_no_body(client, objects):  # type: ignore[no-untyped-def]
+def test_head_has_the_headers_of_get_and_no_body(client, objects):
     url = f"/api/v1/buckets/bucket/objects/obj-{PIECE}"
     get, head = client.get(url), client.head(url)
     assert head.data == b""
@@ -123,7 +123,7 @@ def test_head_has_the_headers_of_get_and_no_body(client, objects):  # type: igno
     assert ranged.status_code == 206 and ranged.headers["Content-Length"] == "10"
 
 
-def test_download_headers(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_download_headers(client, storage, local_location):
     make_bucket(storage)
     view = put(storage, "bucket", "docs/résumé 2026.pdf", b"%PDF-", content_type="application/pdf")
     response = client.get("/api/v1/buckets/bucket/objects/docs/résumé 2026.pdf")
@@ -146,7 +146,7 @@ def test_download_headers(client, storage, local_location):  # type: ignore[no-u
         "attachment;")
 
 
-def test_conditional_requests(client, objects):  # type: ignore[no-untyped-def]
+def test_conditional_requests(client, objects):
     url = f"/api/v1/buckets/bucket/objects/obj-{PIECE}"
     first = client.get(url)
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
@@ -162,7 +162,7 @@ def test_conditional_requests(client, objects):  # type: ignore[no-untyped-def]
     assert not_modified.data == b"" and not_modified.headers["ETag"] == etag
 
 
-def test_if_range(client, objects):  # type: ignore[no-untyped-def]
+def test_if_range(client, objects):
     url = f"/api/v1/buckets/bucket/objects/obj-{PIECE}"
     etag = client.head(url).headers["ETag"]
     modified = client.head(url).headers["Last-Modified"]
@@ -174,12 +174,12 @@ def test_if_range(client, objects):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("header", ["bytes=5-2", "bytes=abc", "pages=0-1", "bytes=", "bytes=--1", "bytes=1-2-3"])
-def test_malformed_range_is_ignored(client, objects, header):  # type: ignore[no-untyped-def]
+def test_malformed_range_is_ignored(client, objects, header):
     response = client.get(f"/api/v1/buckets/bucket/objects/obj-{PIECE}", headers={"Range": header})
     assert response.status_code == 200 and response.data == objects[PIECE]
 
 
-def test_download_by_checksum_in_several_buckets(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_download_by_checksum_in_several_buckets(client, storage, local_location):
     make_bucket(storage, "first")
     make_bucket(storage, "second")
     data = b"shared content"
@@ -195,7 +195,7 @@ def test_download_by_checksum_in_several_buckets(client, storage, local_location
     assert client.get(f"/api/v1/files/{checksum}/download?bucket=third").status_code == 404
 
 
-def test_not_found_and_bad_checksum(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_not_found_and_bad_checksum(client, storage, local_location):
     make_bucket(storage)
     assert client.get("/api/v1/buckets/bucket/objects/missing").json["code"] == "NotFound"
     assert client.get("/api/v1/buckets/missing/objects/k").status_code == 404
@@ -205,7 +205,7 @@ def test_not_found_and_bad_checksum(client, storage, local_location):  # type: i
     assert client.get(f"/api/v1/files/{'0' * 64}/download?inline=perhaps").status_code == 400
 
 
-def test_availability(client, storage, local_location, tmp_path):  # type: ignore[no-untyped-def]
+def test_availability(client, storage, local_location, tmp_path):
     storage.location_service().create({"name": "tape", "plugin": "local", "tier": "cold", "priority": 0,
                                        "enabled": True, "config": {"root": str(tmp_path / "tape")}})
     make_bucket(storage, locations=["tape"])
@@ -226,7 +226,7 @@ def test_availability(client, storage, local_location, tmp_path):  # type: ignor
     assert client.post("/api/v1/files/availability", json={}).status_code == 400
 
 
-def test_read_records_count_matches(client, storage, objects):  # type: ignore[no-untyped-def]
+def test_read_records_count_matches(client, storage, objects):
     for _ in range(3):
         client.get("/api/v1/buckets/bucket/objects/obj-1")
     with storage.session_factory()() as session:

@@ -16,32 +16,32 @@ PIECE = 64 * KiB
 
 
 @pytest.fixture
-def cold_root(tmp_path):  # type: ignore[no-untyped-def]
+def cold_root(tmp_path):
     return tmp_path / "cold"
 
 
 @pytest.fixture
-def cold_location(storage, cold_root):  # type: ignore[no-untyped-def]
+def cold_location(storage, cold_root):
     storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
                                        "enabled": True, "config": {"root": str(cold_root)}})
     return "cold"
 
 
-def copy_states(storage) -> dict[int, str]:  # type: ignore[no-untyped-def]
+def copy_states(storage) -> dict[int, str]:
     with storage.session_factory()() as session:
         return {c.location_id: c.state for c in session.scalars(select(FileCopy))}
 
 
-def record_sizes(storage) -> list[int]:  # type: ignore[no-untyped-def]
+def record_sizes(storage) -> list[int]:
     with storage.session_factory()() as session:
         return list(session.scalars(select(ReadRecord.read_size).order_by(ReadRecord.id)))
 
 
-def piece_path(root, checksum: str, index: int):  # type: ignore[no-untyped-def]
+def piece_path(root, checksum: str, index: int):
     return root / "pieces" / checksum[:2] / checksum[2:4] / f"{checksum}.{index}"
 
 
-def test_hot_location_directory_gone(client, storage, local_location, local_root, cold_location):  # type: ignore[no-untyped-def]
+def test_hot_location_directory_gone(client, storage, local_location, local_root, cold_location):
     make_bucket(storage, locations=["hot", "cold"])
     data = os.urandom(3 * PIECE)
     put(storage, "bucket", "k", data)
@@ -52,7 +52,7 @@ def test_hot_location_directory_gone(client, storage, local_location, local_root
     assert set(copy_states(storage).values()) == {CopyState.STORED}
 
 
-def test_s3_bucket_gone(client, storage, s3_location, s3_server, s3_bucket_name, cold_location):  # type: ignore[no-untyped-def]
+def test_s3_bucket_gone(client, storage, s3_location, s3_server, s3_bucket_name, cold_location):
     make_bucket(storage, locations=["s3", "cold"])
     data = os.urandom(2 * PIECE + 1)
     put(storage, "bucket", "k", data)
@@ -64,7 +64,7 @@ def test_s3_bucket_gone(client, storage, s3_location, s3_server, s3_bucket_name,
     assert response.status_code == 206 and response.data == data[PIECE - 5:]
 
 
-def test_one_corrupt_piece_is_served_from_the_other_copy(client, storage, local_location, local_root,  # type: ignore[no-untyped-def]
+def test_one_corrupt_piece_is_served_from_the_other_copy(client, storage, local_location, local_root,
                                                          cold_location):
     make_bucket(storage, locations=["hot", "cold"])
     data = os.urandom(3 * PIECE)
@@ -82,7 +82,7 @@ def test_one_corrupt_piece_is_served_from_the_other_copy(client, storage, local_
     assert again.data == data[:10]
 
 
-def test_missing_piece_is_served_from_the_other_copy(client, storage, local_location, local_root, cold_location):  # type: ignore[no-untyped-def]
+def test_missing_piece_is_served_from_the_other_copy(client, storage, local_location, local_root, cold_location):
     make_bucket(storage, locations=["hot", "cold"])
     data = os.urandom(2 * PIECE)
     checksum = put(storage, "bucket", "k", data)["checksum"]
@@ -90,7 +90,7 @@ def test_missing_piece_is_served_from_the_other_copy(client, storage, local_loca
     assert client.get("/api/v1/buckets/bucket/objects/k").data == data
 
 
-def test_hot_is_preferred_then_priority(client, storage, local_location, local_root, cold_location, cold_root,  # type: ignore[no-untyped-def]
+def test_hot_is_preferred_then_priority(client, storage, local_location, local_root, cold_location, cold_root,
                                         tmp_path):
     storage.location_service().create({"name": "hot2", "plugin": "local", "tier": "hot", "priority": 1,
                                        "enabled": True, "config": {"root": str(tmp_path / "hot2")}})
@@ -109,7 +109,7 @@ def test_hot_is_preferred_then_priority(client, storage, local_location, local_r
     assert states[cold_id] == CopyState.STORED
 
 
-def test_disabled_location_is_skipped(client, storage, local_location, local_root, cold_location):  # type: ignore[no-untyped-def]
+def test_disabled_location_is_skipped(client, storage, local_location, local_root, cold_location):
     make_bucket(storage, locations=["hot", "cold"])
     checksum = put(storage, "bucket", "k", b"z" * 10)["checksum"]
     piece_path(local_root, checksum, 0).write_bytes(b"w" * 10)  # would be detected, but must not be read
@@ -118,7 +118,7 @@ def test_disabled_location_is_skipped(client, storage, local_location, local_roo
     assert set(copy_states(storage).values()) == {CopyState.STORED}
 
 
-def test_no_copy_can_serve_is_503_and_nothing_charged(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+def test_no_copy_can_serve_is_503_and_nothing_charged(client, storage, local_location, local_root):
     make_bucket(storage)
     put(storage, "bucket", "k", os.urandom(PIECE))
     shutil.rmtree(local_root)
@@ -129,7 +129,7 @@ def test_no_copy_can_serve_is_503_and_nothing_charged(client, storage, local_loc
     assert quota["consumed_size"] == 0
 
 
-def test_all_locations_disabled_is_503(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_all_locations_disabled_is_503(client, storage, local_location):
     make_bucket(storage)
     put(storage, "bucket", "k", b"data")
     storage.location_service().update("hot", {"enabled": False})
@@ -148,7 +148,7 @@ def sha256_block_digests(data: bytes, piece_size: int, block_size: int) -> bytes
     return b"".join(digests)
 
 
-def test_files_with_sha256_block_digests_are_still_verified(client, storage, settings, local_location,  # type: ignore[no-untyped-def]
+def test_files_with_sha256_block_digests_are_still_verified(client, storage, settings, local_location,
                                                             local_root, cold_location):
     # files stored before migration 0003 have SHA-256 block digests; new ones BLAKE3
     from sqlalchemy import update

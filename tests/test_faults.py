@@ -30,8 +30,8 @@ from storage_core.db import make_engine
 from storage_core.migrations import upgrade
 from storage_core.models import CopyState, File, FileCopy, Object
 from storage_core.settings import Settings
-from tests.conftest import GunicornServer, KiB, make_bucket, make_container, put
-from tests.faults_support import (
+from tests.conftest import KiB, make_bucket, make_container, put
+from tests.support.faults import (
     KillableMotoServer,
     PrivatePostgres,
     child_pids,
@@ -44,6 +44,7 @@ from tests.faults_support import (
     running,
     wait_for,
 )
+from tests.support.servers import GunicornServer
 
 MiB = 1024 * KiB
 PIECE = 64 * KiB  # the test settings' piece size
@@ -64,16 +65,16 @@ def start_servers(settings: Settings, count: int, workers: int, env: dict[str, s
     if failed:
         for server in started:
             server.stop()
-        raise failed[0]  # type: ignore[misc]
+        raise failed[0]
     return started
 
 
-def copy_states(storage) -> list[str]:  # type: ignore[no-untyped-def]
+def copy_states(storage) -> list[str]:
     with storage.session_factory()() as session:
         return sorted(session.scalars(select(FileCopy.state)))
 
 
-def count(storage, model) -> int:  # type: ignore[no-untyped-def]
+def count(storage, model) -> int:
     with storage.session_factory()() as session:
         return session.scalar(select(func.count()).select_from(model))
 
@@ -88,7 +89,7 @@ def problem_code(response: requests.Response) -> str | None:
 # ---- 1. exact quota across two downloader instances --------------------------------------------------
 
 
-def test_300_downloads_on_two_downloader_instances_against_a_quota_for_exactly_100(settings, storage,  # type: ignore[no-untyped-def]
+def test_300_downloads_on_two_downloader_instances_against_a_quota_for_exactly_100(settings, storage,
                                                                                    local_location):
     size, allowed, total = 10_000, 100, 300
     make_bucket(storage, charged_read_quota=allowed * size, monthly_free_read_quota=0, free_read_quota=0)
@@ -108,9 +109,10 @@ def test_300_downloads_on_two_downloader_instances_against_a_quota_for_exactly_1
 
         with ThreadPoolExecutor(max_workers=total) as pool:
             results = list(pool.map(download, range(total)))
-        quota = requests.get(f"{servers[1].url}/api/v1/buckets/bucket/read-quota", timeout=10).json()
+        quota = requests.get(f"{servers[1].url}/api/v1/buckets/bucket/read-quota", headers=servers[1].admin,
+                             timeout=10).json()
         listed = requests.get(f"{servers[0].url}/api/v1/buckets/bucket/read-records?max_records=1000",
-                              timeout=10).json()
+                              headers=servers[0].admin, timeout=10).json()
 
     outcomes = sorted({(status, code) for _, status, code in results})
     assert outcomes == [(200, "ok"), (429, "QuotaExceeded")], outcomes
@@ -155,13 +157,13 @@ def service_on_private_database(tmp_path: Path, data: bytes) -> Iterator[tuple[P
         pg.destroy()
 
 
-def test_database_restart_during_downloads_fails_closed_and_recovers_by_itself(tmp_path):  # type: ignore[no-untyped-def]
+def test_database_restart_during_downloads_fails_closed_and_recovers_by_itself(tmp_path):
     data = os.urandom(3 * PIECE + 100)
     with service_on_private_database(tmp_path, data) as (pg, settings, storage):
         _restart_under_load(pg, settings, storage, data)
 
 
-def _restart_under_load(pg: PrivatePostgres, settings: Settings, storage, data: bytes) -> None:  # type: ignore[no-untyped-def]
+def _restart_under_load(pg: PrivatePostgres, settings: Settings, storage, data: bytes) -> None:
     server = GunicornServer(settings, workers=2, extra_env=DOWNLOADER)
     with running([server]):
         url = f"{server.url}/api/v1/buckets/bucket/objects/k"
@@ -229,7 +231,7 @@ def _restart_under_load(pg: PrivatePostgres, settings: Settings, storage, data: 
     assert consumption(storage.session_factory()) == (sum(sizes), 0, 0)
 
 
-def test_frozen_database_fails_closed_within_a_bounded_time(tmp_path):  # type: ignore[no-untyped-def]
+def test_frozen_database_fails_closed_within_a_bounded_time(tmp_path):
     """PostgreSQL stops answering (SIGSTOP of every postgres process: a hung host, a VM pause) while its
     sockets stay open. A download must still get an answer, 503 DatabaseUnavailable, in bounded time:
     every database wait is bounded by STORAGE_DB_TIMEOUT (3 s here; a stale pooled connection and the
@@ -250,7 +252,7 @@ def test_frozen_database_fails_closed_within_a_bounded_time(tmp_path):  # type: 
     assert answers == [(503, "DatabaseUnavailable")] * 3, answers
 
 
-def test_exhausted_connection_pool_fails_closed_not_500(settings, storage, local_location, engine):  # type: ignore[no-untyped-def]
+def test_exhausted_connection_pool_fails_closed_not_500(settings, storage, local_location, engine):
     """Statements that wait on a lock hold their connections; requests beyond the pool (1 + 1 overflow
     here) wait for one at most STORAGE_DB_TIMEOUT (4 s here), as the lock waits do. They must fail
     closed (503), never 500. Found by this test: SQLAlchemy's pool TimeoutError is not a DBAPIError
@@ -288,7 +290,7 @@ def _get_or_error(url: str, timeout: float) -> tuple[object, str | None]:
 # ---- 3. the S3 server dies in the middle of a download ---------------------------------------------
 
 
-def test_s3_server_killed_mid_download_truncates_and_refunds(settings, storage):  # type: ignore[no-untyped-def]
+def test_s3_server_killed_mid_download_truncates_and_refunds(settings, storage):
     s3 = KillableMotoServer()
     revived: KillableMotoServer | None = None
     try:
@@ -340,7 +342,7 @@ def test_s3_server_killed_mid_download_truncates_and_refunds(settings, storage):
 # ---- 4. the hot location vanishes while downloads run -------------------------------------------------
 
 
-def test_hot_location_removed_during_downloads_cold_serves(settings, storage, local_location, local_root,  # type: ignore[no-untyped-def]
+def test_hot_location_removed_during_downloads_cold_serves(settings, storage, local_location, local_root,
                                                            tmp_path):
     storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
                                        "enabled": True, "config": {"root": str(tmp_path / "cold")}})
@@ -397,7 +399,7 @@ def test_hot_location_removed_during_downloads_cold_serves(settings, storage, lo
 # ---- 5. an upload whose worker is killed -------------------------------------------------------------
 
 
-def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: str) -> None:  # type: ignore[no-untyped-def]
+def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: str) -> None:
     """SIGKILL the only worker of a storage instance in the middle of a 64 MiB PUT, then check what
     the client and the service see, and that the fault left something behind for gc to clean."""
     make_bucket(storage)
@@ -411,7 +413,8 @@ def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: s
         size = 64 * MiB
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"PUT /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
-                         + f"Content-Length: {size}\r\n\r\n".encode())
+                         + f"Authorization: {server.admin['Authorization']}\r\n"
+                           f"Content-Length: {size}\r\n\r\n".encode())
             if phase == "receiving-body":
                 sock.sendall(os.urandom(8 * MiB))
                 wait_for(lambda: any(p.stat().st_size >= 4 * MiB for p in files_under(spool)), timeout=20,
@@ -446,7 +449,7 @@ def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: s
 
 @pytest.mark.profile("storage")
 @pytest.mark.parametrize("phase", ["receiving-body", "writing-pieces"])
-def test_upload_killed_half_way_leaves_nothing_after_gc(settings, storage, local_location, local_root, phase):  # type: ignore[no-untyped-def]
+def test_upload_killed_half_way_leaves_nothing_after_gc(settings, storage, local_location, local_root, phase):
     kill_upload_half_way(settings, storage, local_root, phase)
     assert count(storage, Object) == count(storage, FileCopy) == count(storage, File) == 0
     # neither pieces nor the temporary file of the piece being written when the worker died

@@ -11,7 +11,8 @@ import requests
 from sqlalchemy import insert, select
 
 from storage_core.models import DownloadLease
-from tests.conftest import GunicornServer, make_bucket, put
+from tests.conftest import make_bucket, put
+from tests.support.servers import GunicornServer
 from tests.test_access import SECRET, token
 
 MiB = 1024 * 1024
@@ -27,7 +28,7 @@ def max_overlap(intervals: list[tuple[int, int]]) -> int:
 
 
 @pytest.mark.slow
-def test_20_simultaneous_downloads_with_a_limit_of_3_across_two_instances(settings, storage, local_location):  # type: ignore[no-untyped-def]
+def test_20_simultaneous_downloads_with_a_limit_of_3_across_two_instances(settings, storage, local_location):
     make_bucket(storage, "bucket", owner="alice", visibility="private", charged_read_quota=1 << 40)
     data = os.urandom(4 * MiB)
     put(storage, "bucket", "obj", data)
@@ -78,10 +79,10 @@ def test_20_simultaneous_downloads_with_a_limit_of_3_across_two_instances(settin
         pytest.fail(f"{max_overlap(intervals)} leases in flight at once, limit 3:\n{rows}")
 
 
-def test_monthly_limit(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_monthly_limit(client, storage, local_location):
     make_bucket(storage)
     put(storage, "bucket", "k", b"data")
-    storage.download_limits().set_limits("admin", concurrent=None, monthly=2)  # auth is disabled: admin reads
+    storage.download_limits().set_limits("admin", concurrent=None, monthly=2)  # the client reads as admin
     assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200
     assert client.head("/api/v1/buckets/bucket/objects/k").status_code == 200  # free reads do not count
     assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200
@@ -93,7 +94,7 @@ def test_monthly_limit(client, storage, local_location):  # type: ignore[no-unty
     assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200
 
 
-def test_leases_of_a_crashed_instance_stop_counting(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_leases_of_a_crashed_instance_stop_counting(client, storage, local_location):
     make_bucket(storage)
     put(storage, "bucket", "k", b"data")
     storage.download_limits().set_limits("admin", concurrent=1, monthly=None)
@@ -111,10 +112,39 @@ def test_leases_of_a_crashed_instance_stop_counting(client, storage, local_locat
 
 
 @pytest.mark.profile("storage")
-def test_limits_api_is_for_admins(client, storage):  # type: ignore[no-untyped-def]
+def test_limits_api_is_for_admins(client, storage):
     response = client.put("/api/v1/accounts/bob/limits", json={"max_concurrent_downloads": 2})
     assert response.status_code == 200
     assert response.json == {"account": "bob", "max_concurrent_downloads": 2, "max_monthly_downloads": None,
                              "active_downloads": 0, "downloads_this_month": 0}
     assert client.get("/api/v1/accounts/bob/limits").json["max_concurrent_downloads"] == 2
     assert client.put("/api/v1/accounts/bob/limits", json={"max_concurrent_downloads": -1}).status_code == 400
+
+
+def test_a_refused_or_failed_charge_gives_the_limits_back(client, storage, local_location, local_root):
+    """Admission and charge are separate transactions: each way the charge or the first read can fail
+    releases the lease and takes the download off the month's count."""
+    make_bucket(storage, charged_read_quota=0, monthly_free_read_quota=0, free_read_quota=4)
+    stored = put(storage, "bucket", "k", b"data")
+    put(storage, "bucket", "big", b"more than four bytes")
+    storage.download_limits().set_limits("admin", concurrent=1, monthly=5)
+
+    def in_use() -> tuple[int, int]:
+        limits = storage.download_limits().get_limits("admin")
+        return limits["active_downloads"], limits["downloads_this_month"]
+
+    # the quota refuses the charge
+    assert client.get("/api/v1/buckets/bucket/objects/big").status_code == 429
+    assert in_use() == (0, 0)
+    # the charge succeeds but no copy can serve the first block: refunded and released
+    for piece in (local_root / "pieces").rglob(f"{stored['checksum']}.*"):
+        piece.unlink()
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 503
+    assert in_use() == (0, 0)
+    assert storage.quota_service().read_quota("bucket", None)["free_consumed_size"] == 0
+    # a body closed before its end releases the lease but still counts as a download
+    put(storage, "bucket", "k", b"data")
+    response = client.get("/api/v1/buckets/bucket/objects/k", buffered=False)
+    assert in_use() == (1, 1)
+    response.close()
+    assert in_use() == (0, 1)

@@ -9,7 +9,7 @@ from tests.conftest import make_bucket
 pytestmark = pytest.mark.profile("storage")
 
 
-def test_location_lifecycle_hides_secrets(client, s3_server, s3_bucket_name):  # type: ignore[no-untyped-def]
+def test_location_lifecycle_hides_secrets(client, s3_server, s3_bucket_name):
     config = s3_server.config(s3_bucket_name, secret_key="s3cr3t-value")
     created = client.post("/api/v1/storage-locations", json={
         "name": "archive", "plugin": "s3", "tier": "cold", "priority": 3, "config": config})
@@ -32,7 +32,7 @@ def test_location_lifecycle_hides_secrets(client, s3_server, s3_bucket_name):  #
     assert client.get("/api/v1/storage-locations/archive").status_code == 404
 
 
-def test_bucket_lifecycle(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_bucket_lifecycle(client, storage, local_location):
     created = client.post("/api/v1/buckets", json={"name": "my-bucket", "locations": ["hot"],
                                                    "charged_read_quota": 10})
     assert created.status_code == 201
@@ -77,7 +77,7 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize("method,path,body,mentions", BAD_REQUESTS)
-def test_bad_input_is_400_with_a_code(client, storage, local_location, method, path, body, mentions):  # type: ignore[no-untyped-def]
+def test_bad_input_is_400_with_a_code(client, storage, local_location, method, path, body, mentions):
     make_bucket(storage)
     response = client.open(path, method=method, json=body)
     assert response.status_code == 400, response.json
@@ -87,7 +87,7 @@ def test_bad_input_is_400_with_a_code(client, storage, local_location, method, p
     assert mentions in response.json["detail"]
 
 
-def test_malformed_json_is_400(client):  # type: ignore[no-untyped-def]
+def test_malformed_json_is_400(client):
     response = client.post("/api/v1/buckets", data="{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json["code"] == "InvalidArgument"
 
@@ -98,7 +98,7 @@ def test_malformed_json_is_400(client):  # type: ignore[no-untyped-def]
     ("ok", "not a type"),
     ("ok", "text/plain; x=\x7f"),
 ])
-def test_bad_upload_headers_and_keys(client, storage, local_location, key, content_type):  # type: ignore[no-untyped-def]
+def test_bad_upload_headers_and_keys(client, storage, local_location, key, content_type):
     make_bucket(storage)
     headers = {"Content-Type": content_type} if content_type else {}
     response = client.put(f"/api/v1/buckets/bucket/objects/{key}", data=b"x", headers=headers)
@@ -107,13 +107,13 @@ def test_bad_upload_headers_and_keys(client, storage, local_location, key, conte
 
 @pytest.mark.parametrize("header,value", [("Content-MD5", "***"), ("Content-MD5", "YWJj"),
                                           ("X-Checksum-Sha256", "xyz")])
-def test_malformed_digest_headers(client, storage, local_location, header, value):  # type: ignore[no-untyped-def]
+def test_malformed_digest_headers(client, storage, local_location, header, value):
     make_bucket(storage)
     response = client.put("/api/v1/buckets/bucket/objects/k", data=b"x", headers={header: value})
     assert response.status_code == 400 and response.json["code"] == "InvalidArgument"
 
 
-def test_unknown_things_are_404_problems(client, storage):  # type: ignore[no-untyped-def]
+def test_unknown_things_are_404_problems(client, storage):
     for path in ["/api/v1/buckets/nope", "/api/v1/buckets/nope/objects", "/api/v1/storage-locations/nope",
                  f"/api/v1/files/{CHECKSUM}", "/api/v1/nothing-here"]:
         response = client.get(path)
@@ -122,6 +122,6 @@ def test_unknown_things_are_404_problems(client, storage):  # type: ignore[no-un
     assert client.put("/api/v1/buckets/nope/objects/k", data=b"x").status_code == 404
 
 
-def test_method_not_allowed_is_a_problem(client):  # type: ignore[no-untyped-def]
+def test_method_not_allowed_is_a_problem(client):
     response = client.put("/api/v1/buckets")
     assert response.status_code == 405 and response.json["code"] == "MethodNotAllowed"

@@ -10,7 +10,8 @@ import pytest
 import requests
 from sqlalchemy import event
 
-from tests.conftest import GunicornServer, make_bucket, put, read_engine_for
+from tests.conftest import autocommit_engine_for, make_bucket, put
+from tests.support.servers import GunicornServer
 
 KiB = 1024
 
@@ -27,7 +28,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.mark.slow
-def test_metrics_count_downloads_refusals_and_failovers_across_workers(settings, storage, local_location,  # type: ignore[no-untyped-def]
+def test_metrics_count_downloads_refusals_and_failovers_across_workers(settings, storage, local_location,
                                                                        local_root, tmp_path):
     storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
                                        "enabled": True, "config": {"root": str(tmp_path / "cold")}})
@@ -56,38 +57,39 @@ def test_metrics_count_downloads_refusals_and_failovers_across_workers(settings,
     assert metric(text, "storage_http_request_duration_seconds_count", route=route, method="GET") == 4
 
 
-def test_one_json_access_line_per_request_with_the_request_id(client, storage, local_location, caplog):  # type: ignore[no-untyped-def]
+def test_one_json_access_line_per_request_with_the_request_id(client, storage, local_location, caplog, auth):
     make_bucket(storage)
     put(storage, "bucket", "k", b"x" * 1000)
-    caplog.set_level(logging.INFO, logger="storage_core.access")
+    caplog.set_level(logging.INFO, logger="storage_core.accesslog")
+    token = auth.token("reader")
     response = client.get("/api/v1/buckets/bucket/objects/k?X-Storage-Signature=secret-looking",
-                          headers={"X-Request-ID": "abc-123", "Authorization": "Bearer not-logged"})
+                          headers={"X-Request-ID": "abc-123", "Authorization": f"Bearer {token}"})
     assert len(response.data) == 1000
     response.close()
     assert response.headers["X-Request-ID"] == "abc-123"
-    lines = [r for r in caplog.records if r.name == "storage_core.access"]
+    lines = [r for r in caplog.records if r.name == "storage_core.accesslog"]
     assert len(lines) == 1
     from storage_core.logs import JsonFormatter
 
     entry = json.loads(JsonFormatter().format(lines[0]))
     assert entry["request_id"] == "abc-123" and entry["status"] == 200 and entry["content_bytes"] == 1000
     assert entry["path"] == "/api/v1/buckets/bucket/objects/k"
-    assert "secret-looking" not in json.dumps(entry) and "not-logged" not in json.dumps(entry)
+    assert "secret-looking" not in json.dumps(entry) and token not in json.dumps(entry)
     made_up = client.get("/health/live", headers={"X-Request-ID": "bad id; with spaces"})
     assert re.fullmatch(r"[0-9a-f]{32}", made_up.headers["X-Request-ID"])
 
 
-def test_sql_statements_of_one_charged_download(client, storage, local_location, engine):  # type: ignore[no-untyped-def]
+def test_sql_statements_of_one_charged_download(client, storage, local_location, engine):
     """The hot path's queries, counted: this fails when a change adds one."""
     make_bucket(storage)
     put(storage, "bucket", "k", b"x" * 1000)
     client.get("/api/v1/buckets/bucket/objects/k").close()  # warm: creates the month's quota row
     statements: list[str] = []
 
-    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+    def count(_conn, _cursor, statement, *_args):
         statements.append(" ".join(statement.split())[:160])
 
-    engines = [engine, read_engine_for(engine)]
+    engines = [engine, autocommit_engine_for(engine)]
     for each in engines:
         event.listen(each, "before_cursor_execute", count)
     try:
@@ -108,14 +110,14 @@ def test_sql_statements_of_one_charged_download(client, storage, local_location,
 EXPECTED_STATEMENTS = ["EXECUTE", "BEGIN;", "WITH"]
 
 
-def test_resolving_query_is_prepared_once_per_connection(client, storage, local_location, engine):  # type: ignore[no-untyped-def]
+def test_resolving_query_is_prepared_once_per_connection(client, storage, local_location, engine):
     make_bucket(storage)
     put(storage, "bucket", "k", b"x" * 10)
-    read_engine = read_engine_for(engine)
+    read_engine = autocommit_engine_for(engine)
     read_engine.dispose()  # new server connections: nothing prepared on them yet
     sent: list[str] = []
 
-    def record(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+    def record(_conn, _cursor, statement, *_args):
         if statement.startswith(("PREPARE", "EXECUTE")):
             sent.append(statement.split()[0])
 

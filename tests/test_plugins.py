@@ -18,7 +18,7 @@ from plugins.local import LocalLocation
 from plugins.s3 import S3Location
 from storage_core.errors import InvalidArgument, PieceMissing, StorageUnavailable
 from storage_core.plugin import READ_CHUNK, LocationPlugin, PluginRegistry
-from tests.s3server import S3Server
+from tests.support.s3server import S3Server
 
 MiB = 1024 * 1024
 CHECKSUM = "0123456789abcdef" * 4

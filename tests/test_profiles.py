@@ -52,18 +52,18 @@ STORAGE_ONLY_REQUESTS = [
     ("storage, downloader", {"downloader"}, True),
     ("!storage, downloader", {"storage"}, False),
 ])
-def test_expressions(expression, active, expected):  # type: ignore[no-untyped-def]
+def test_expressions(expression, active, expected):
     assert profiles.matches(expression, frozenset(active)) is expected
 
 
-def test_environment_overrides_the_bootstrap():  # type: ignore[no-untyped-def]
+def test_environment_overrides_the_bootstrap():
     assert profiles.active_profiles(["storage"], {"STORAGE_PROFILES": "downloader"}) == {"downloader"}
     assert profiles.active_profiles(["storage"], {"STORAGE_PROFILES": " storage , downloader "}) == {
         "storage", "downloader"}
     assert profiles.active_profiles(["downloader"], {}) == {"downloader"}
 
 
-def test_unknown_profile_stops_the_start(settings, monkeypatch):  # type: ignore[no-untyped-def]
+def test_unknown_profile_stops_the_start(settings, monkeypatch):
     monkeypatch.setenv("STORAGE_PROFILES", "storage,uploader")
     with pytest.raises(ConfigurationError, match=r"STORAGE_PROFILES: unknown profile.*uploader"):
         create_app(settings=settings)
@@ -71,7 +71,7 @@ def test_unknown_profile_stops_the_start(settings, monkeypatch):  # type: ignore
         profiles.profile("nonsense")
 
 
-def test_unknown_profile_stops_the_service_command(monkeypatch, capsys):  # type: ignore[no-untyped-def]
+def test_unknown_profile_stops_the_service_command(monkeypatch, capsys):
     from bootstrap_downloader.__main__ import main
 
     monkeypatch.setenv("STORAGE_PROFILES", "downloadr")
@@ -81,12 +81,12 @@ def test_unknown_profile_stops_the_service_command(monkeypatch, capsys):  # type
     assert "STORAGE_PROFILES: unknown profile(s) downloadr" in capsys.readouterr().err
 
 
-def routes(app) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def routes(app) -> set[tuple[str, str]]:
     return {(method, rule.rule) for rule in app.url_map.iter_rules()
             for method in rule.methods - {"HEAD", "OPTIONS"}}
 
 
-def test_downloader_route_table_is_exactly_downloads_quota_health_metrics_openapi(settings, monkeypatch):  # type: ignore[no-untyped-def]
+def test_downloader_route_table_is_exactly_downloads_quota_health_metrics_openapi(settings, monkeypatch):
     monkeypatch.delenv("STORAGE_PROFILES", raising=False)
     app = create_app(["downloader"], settings=settings)
     assert routes(app) == DOWNLOADER_ROUTES
@@ -95,7 +95,7 @@ def test_downloader_route_table_is_exactly_downloads_quota_health_metrics_openap
 
 
 @pytest.mark.parametrize("method,path", STORAGE_ONLY_REQUESTS)
-def test_storage_only_paths_answer_404_in_the_downloader(settings, monkeypatch, method, path):  # type: ignore[no-untyped-def]
+def test_storage_only_paths_answer_404_in_the_downloader(settings, monkeypatch, method, path):
     monkeypatch.delenv("STORAGE_PROFILES", raising=False)
     client = create_app(["downloader"], settings=settings).test_client()
     response = client.open(path, method=method, json={})
@@ -103,7 +103,7 @@ def test_storage_only_paths_answer_404_in_the_downloader(settings, monkeypatch, 
     assert response.json["code"] == "NotFound"
 
 
-def test_openapi_documents_only_the_active_profile(settings, monkeypatch):  # type: ignore[no-untyped-def]
+def test_openapi_documents_only_the_active_profile(settings, monkeypatch):
     monkeypatch.delenv("STORAGE_PROFILES", raising=False)
     downloader = create_app(["downloader"], settings=settings).test_client().get("/openapi.json").json
     storage = create_app(["storage"], settings=settings).test_client().get("/openapi.json").json
@@ -114,7 +114,7 @@ def test_openapi_documents_only_the_active_profile(settings, monkeypatch):  # ty
     assert "BucketSchema" not in downloader["components"]["schemas"]
 
 
-def test_services_of_inactive_profiles_cannot_be_built(settings, engine):  # type: ignore[no-untyped-def]
+def test_services_of_inactive_profiles_cannot_be_built(settings, engine):
     from tests.conftest import make_container
 
     downloader = make_container(settings, engine, frozenset({"downloader"}))

@@ -31,23 +31,20 @@ class Clock:
 
 
 @pytest.fixture
-def clock(container):  # type: ignore[no-untyped-def]
+def clock(container):
     clock = Clock(NOV)
-    container.quota_service.reset()
-    from storage_core.services.quota import QuotaService
-
-    container.quota_service.override(providers.Singleton(QuotaService, container.session_factory, clock))
+    container.clock.override(providers.Object(clock))
     return clock
 
 
-def quota(client, month: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+def quota(client, month: str | None = None) -> dict:
     url = "/api/v1/buckets/bucket/read-quota" + (f"?year_month={month}" if month else "")
     response = client.get(url)
     assert response.status_code == 200, response.json
     return response.json
 
 
-def test_charge_order_charged_then_monthly_then_one_time(client, storage, local_location, clock):  # type: ignore[no-untyped-def]
+def test_charge_order_charged_then_monthly_then_one_time(client, storage, local_location, clock):
     make_bucket(storage, charged_read_quota=100, monthly_free_read_quota=50, free_read_quota=30)
     put(storage, "bucket", "k", os.urandom(60))
     url = "/api/v1/buckets/bucket/objects/k"
@@ -64,17 +61,17 @@ def test_charge_order_charged_then_monthly_then_one_time(client, storage, local_
     refused = client.get(url)
     assert refused.status_code == 429 and refused.json["code"] == "QuotaExceeded"
     assert quota(client)["consumed_size"] == 180  # nothing charged for the refusal
-    # a range that still fits is served
+    # nothing is left at all, so even a one-byte range is refused
     assert client.get(url, headers={"Range": "bytes=0-0"}).status_code == 429
     assert [r.read_size for r in read_records(storage)] == [60, 60, 60]
 
 
-def read_records(storage) -> list[ReadRecord]:  # type: ignore[no-untyped-def]
+def read_records(storage) -> list[ReadRecord]:
     with storage.session_factory()() as session:
         return list(session.scalars(select(ReadRecord).order_by(ReadRecord.timestamp_us, ReadRecord.id)))
 
 
-def test_month_rollover_renews_monthly_quotas_and_carries_the_one_time_rest(client, storage, local_location,  # type: ignore[no-untyped-def]
+def test_month_rollover_renews_monthly_quotas_and_carries_the_one_time_rest(client, storage, local_location,
                                                                            clock):
     make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=10, free_read_quota=25)
     put(storage, "bucket", "k", b"x" * 25)
@@ -95,7 +92,7 @@ def test_month_rollover_renews_monthly_quotas_and_carries_the_one_time_rest(clie
     assert [r.year_month for r in read_records(storage)] == ["2026-11", "2026-12"]
 
 
-def test_quota_change_applies_to_the_current_month(client, storage, local_location, clock):  # type: ignore[no-untyped-def]
+def test_quota_change_applies_to_the_current_month(client, storage, local_location, clock):
     make_bucket(storage, charged_read_quota=0, monthly_free_read_quota=0, free_read_quota=0)
     put(storage, "bucket", "k", b"x" * 10)
     assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 429
@@ -105,7 +102,7 @@ def test_quota_change_applies_to_the_current_month(client, storage, local_locati
     assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 429
 
 
-def test_refund_when_the_client_disconnects_mid_body(live_server, storage, local_location, engine):  # type: ignore[no-untyped-def]
+def test_refund_when_the_client_disconnects_mid_body(live_server, storage, local_location, engine):
     make_bucket(storage, charged_read_quota=1 << 40)
     size = 16 * 1024 * 1024
     put(storage, "bucket", "big", os.urandom(size))
@@ -128,7 +125,7 @@ def test_refund_when_the_client_disconnects_mid_body(live_server, storage, local
     assert records[0].charged_size == records[0].read_size
 
 
-def test_record_pages_never_skip_or_repeat_with_shared_timestamps(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_record_pages_never_skip_or_repeat_with_shared_timestamps(client, storage, local_location):
     make_bucket(storage)
     with storage.session_factory()() as session, session.begin():
         bucket_id = session.scalar(select(Bucket.id).where(Bucket.name == "bucket"))
@@ -162,28 +159,29 @@ def test_record_pages_never_skip_or_repeat_with_shared_timestamps(client, storag
     "read-records?max_records=0", "read-records?max_records=1001", "read-records?cursor=nonsense!",
     "read-records?start_timestamp_us=x",
 ])
-def test_bad_query_parameters_are_400(client, storage, query):  # type: ignore[no-untyped-def]
+def test_bad_query_parameters_are_400(client, storage, query):
     make_bucket(storage)
     response = client.get(f"/api/v1/buckets/bucket/{query}")
     assert response.status_code == 400, response.json
     assert response.json["code"] == "InvalidArgument"
 
 
-def test_quota_of_unknown_bucket_is_404(client, storage):  # type: ignore[no-untyped-def]
+def test_quota_of_unknown_bucket_is_404(client, storage):
     assert client.get("/api/v1/buckets/nope/read-quota").status_code == 404
     assert client.get("/api/v1/buckets/nope/read-records").status_code == 404
 
 
-def test_database_unreachable_fails_closed(settings, container, storage, local_location):  # type: ignore[no-untyped-def]
+def test_database_unreachable_fails_closed(settings, container, storage, local_location, auth):
     make_bucket(storage)
     put(storage, "bucket", "k", b"data")
     dead = create_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
     container.engine.override(providers.Object(dead))
-    container.read_engine.override(providers.Object(dead))
+    container.autocommit_engine.override(providers.Object(dead))
     container.session_factory.reset()
-    for name in ("quota_service", "download_service", "availability_service"):
+    for name in ("quota_service", "resolver", "download_service", "availability_service"):
         getattr(container, name).reset()
     client = create_app(settings=settings, container=container).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = auth.admin["Authorization"]
     for response in (client.get("/api/v1/buckets/bucket/objects/k"),
                      client.get("/api/v1/buckets/bucket/read-quota"),
                      client.post("/api/v1/files/availability", json={"checksums": ["0" * 64]})):
@@ -193,7 +191,7 @@ def test_database_unreachable_fails_closed(settings, container, storage, local_l
     assert ready.status_code == 503 and ready.json["checks"]["database"].startswith("unavailable")
 
 
-def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local_location):  # type: ignore[no-untyped-def]
+def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local_location):
     from storage_core.services.quota import ReadRequest
 
     make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=5, free_read_quota=3)
@@ -204,8 +202,8 @@ def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local
     def request(size: int) -> tuple[ReadRequest, int]:
         return ReadRequest(bucket_id, "k", 1, "0" * 64, "a", size), NOV
 
-    results = quota._charge_batch((bucket_id, "2026-11"), [request(9), request(4), request(20), request(5)])
-    charged = [(r.size, r.charged_part, r.monthly_free_part, r.free_part) if not isinstance(r, Exception)
+    results = quota.charge_together((bucket_id, "2026-11"), [request(9), request(4), request(20), request(5)])
+    charged = [(r.size, r.split.charged, r.split.monthly_free, r.split.free) if not isinstance(r, Exception)
                else None for r in results]
     # 18 bytes available: 4 then 5 then 9 fit (in that order), 20 does not
     assert charged == [(9, 1, 5, 3), (4, 4, 0, 0), None, (5, 5, 0, 0)]
@@ -218,11 +216,11 @@ def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local
         # each charge knows its own record (ids are taken before the insert), as refunds need
         records = {r.id: (r.read_size, r.charged_size, r.monthly_free_size, r.free_size)
                    for r in session.scalars(select(ReadRecord))}
-    assert records == {r.record_id: (r.size, r.charged_part, r.monthly_free_part, r.free_part)
+    assert records == {r.record_id: (r.size, r.split.charged, r.split.monthly_free, r.split.free)
                        for r in results if not isinstance(r, Exception)}
 
 
-def test_a_failed_combined_charge_charges_nothing_and_leaves_no_open_transaction(storage, local_location,  # type: ignore[no-untyped-def]
+def test_a_failed_combined_charge_charges_nothing_and_leaves_no_open_transaction(storage, local_location,
                                                                                  engine):
     from sqlalchemy import text
     from sqlalchemy.exc import DBAPIError
@@ -249,7 +247,7 @@ def test_a_failed_combined_charge_charges_nothing_and_leaves_no_open_transaction
         assert sorted(session.scalars(select(ReadRecord.object_name))) == ["k", "k"]
 
 
-def test_concurrent_charges_in_one_process_are_exact(storage, local_location):  # type: ignore[no-untyped-def]
+def test_concurrent_charges_in_one_process_are_exact(storage, local_location):
     from concurrent.futures import ThreadPoolExecutor
 
     from storage_core.errors import QuotaExceeded
@@ -275,7 +273,7 @@ def test_concurrent_charges_in_one_process_are_exact(storage, local_location):  
         assert len(session.scalars(select(ReadRecord.id)).all()) == 100
 
 
-def test_a_late_read_of_last_month_cannot_spend_the_carried_one_time_quota_again(client, storage, local_location,  # type: ignore[no-untyped-def]
+def test_a_late_read_of_last_month_cannot_spend_the_carried_one_time_quota_again(client, storage, local_location,
                                                                                    clock):
     make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=10, free_read_quota=25)
     put(storage, "bucket", "big", b"x" * 25)

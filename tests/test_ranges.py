@@ -1,4 +1,4 @@
-"""Unit and property tests of storage_core.ranges (Range parsing, piece/block maps, multipart framing)."""
+"""Unit and property tests of http_semantics (Range, conditions, multipart framing) and layout (piece/block maps)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from storage_core.ranges import (
+from storage_core.http_semantics import (
     MAX_RANGE_SPECS,
-    PieceRange,
-    block_span,
-    blocks_per_piece,
     content_range,
     etag_matches,
-    global_block_index,
     if_range_allows,
     multipart_layout,
     parse_range_header,
-    split_range,
     unsatisfied_content_range,
 )
+from storage_core.layout import PieceRange, block_span, blocks_per_piece, global_block_index, split_range
 
 FAST = settings(max_examples=300, deadline=None)
 
@@ -324,7 +320,7 @@ def test_split_range_rejects(start: int, end: int, ps: int) -> None:
 def test_piece_range_is_frozen() -> None:
     pr = PieceRange(1, 2, 3)
     with pytest.raises(AttributeError):
-        pr.index = 5  # type: ignore[misc]
+        pr.index = 5
     assert not hasattr(pr, "__dict__")  # slots
 
 

@@ -17,7 +17,7 @@ PIECE = 64 * KiB
 
 
 @pytest.fixture
-def two_copies(storage, local_location, local_root, tmp_path):  # type: ignore[no-untyped-def]
+def two_copies(storage, local_location, local_root, tmp_path):
     cold_root = tmp_path / "cold"
     storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
                                        "enabled": True, "config": {"root": str(cold_root)}})
@@ -27,17 +27,17 @@ def two_copies(storage, local_location, local_root, tmp_path):  # type: ignore[n
     return checksum, data, local_root, cold_root
 
 
-def piece(root, checksum: str, index: int):  # type: ignore[no-untyped-def]
+def piece(root, checksum: str, index: int):
     return root / "pieces" / checksum[:2] / checksum[2:4] / f"{checksum}.{index}"
 
 
-def states(storage) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def states(storage) -> dict[str, str]:
     with storage.session_factory()() as session:
         return dict(session.execute(select(StorageLocation.name, FileCopy.state)
                                     .join(StorageLocation, StorageLocation.id == FileCopy.location_id)).all())
 
 
-def test_verify_finds_corrupt_and_missing_pieces_and_repairs_them(storage, two_copies):  # type: ignore[no-untyped-def]
+def test_verify_finds_corrupt_and_missing_pieces_and_repairs_them(storage, two_copies):
     checksum, data, hot, _cold = two_copies
     damaged = bytearray(piece(hot, checksum, 1).read_bytes())
     damaged[5] ^= 1
@@ -57,7 +57,7 @@ def test_verify_finds_corrupt_and_missing_pieces_and_repairs_them(storage, two_c
     assert storage.scrubber().verify()["copies_bad"] == []
 
 
-def test_a_copy_with_no_good_twin_is_unrepairable(storage, two_copies):  # type: ignore[no-untyped-def]
+def test_a_copy_with_no_good_twin_is_unrepairable(storage, two_copies):
     checksum, _data, hot, cold = two_copies
     piece(hot, checksum, 0).write_bytes(b"x")
     piece(cold, checksum, 0).write_bytes(b"y")
@@ -66,7 +66,7 @@ def test_a_copy_with_no_good_twin_is_unrepairable(storage, two_copies):  # type:
     assert set(states(storage).values()) == {CopyState.CORRUPT}
 
 
-def test_an_unreachable_location_is_reported_not_condemned(storage, two_copies):  # type: ignore[no-untyped-def]
+def test_an_unreachable_location_is_reported_not_condemned(storage, two_copies):
     _checksum, _data, hot, _cold = two_copies
     shutil.rmtree(hot)
     report = storage.scrubber().verify()
@@ -74,7 +74,7 @@ def test_an_unreachable_location_is_reported_not_condemned(storage, two_copies):
     assert states(storage)["hot"] == CopyState.STORED
 
 
-def test_verify_command_exit_status(storage, two_copies, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+def test_verify_command_exit_status(storage, two_copies, monkeypatch, capsys):
     from storage_core import cli
 
     checksum, _data, hot, _cold = two_copies
@@ -86,7 +86,7 @@ def test_verify_command_exit_status(storage, two_copies, monkeypatch, capsys):  
     assert '"copies_ok": 2' in capsys.readouterr().out
 
 
-def test_reads_without_verification_serve_what_the_location_has(client, container, storage, two_copies):  # type: ignore[no-untyped-def]
+def test_reads_without_verification_serve_what_the_location_has(client, container, storage, two_copies):
     """STORAGE_VERIFY_READS=0 trusts the location: documented, and measured in docs/benchmarks.md."""
     checksum, data, hot, _cold = two_copies
     assert client.get("/api/v1/buckets/bucket/objects/k").data == data

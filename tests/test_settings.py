@@ -8,14 +8,14 @@ from storage_core.errors import ConfigurationError
 from storage_core.settings import MiB, Settings, documentation_table
 
 
-def test_defaults():  # type: ignore[no-untyped-def]
+def test_defaults():
     settings = Settings.from_env({})
     assert settings.piece_size == 16 * MiB
     assert settings.bind == "127.0.0.1:8080"
     assert settings.effective_database_url.startswith("sqlite:///")
 
 
-def test_values_are_parsed():  # type: ignore[no-untyped-def]
+def test_values_are_parsed():
     settings = Settings.from_env({"STORAGE_PIECE_SIZE": "1048576", "STORAGE_AUTH_DISABLED": "true",
                                   "STORAGE_BIND": "0.0.0.0:9000", "STORAGE_LOG_LEVEL": "debug"})
     assert settings.piece_size == MiB and settings.auth_disabled is True
@@ -32,12 +32,12 @@ def test_values_are_parsed():  # type: ignore[no-untyped-def]
     ("STORAGE_LOG_LEVEL", "LOUD"),
     ("STORAGE_FREE_READ_QUOTA", "1.5"),
 ])
-def test_bad_value_names_the_variable(variable, value):  # type: ignore[no-untyped-def]
+def test_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigurationError, match=f"^{variable}: "):
         Settings.from_env({variable: value})
 
 
-def test_bad_value_stops_the_service_command(monkeypatch, capsys):  # type: ignore[no-untyped-def]
+def test_bad_value_stops_the_service_command(monkeypatch, capsys):
     from bootstrap_storage.__main__ import main
 
     monkeypatch.setenv("STORAGE_PIECE_SIZE", "abc")
@@ -47,7 +47,7 @@ def test_bad_value_stops_the_service_command(monkeypatch, capsys):  # type: igno
     assert "STORAGE_PIECE_SIZE" in capsys.readouterr().err
 
 
-def test_configuration_doc_lists_every_setting():  # type: ignore[no-untyped-def]
+def test_configuration_doc_lists_every_setting():
     from pathlib import Path
 
     doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()

@@ -23,13 +23,13 @@ def pieces_on_disk(root: Path) -> list[Path]:
     return sorted(p for p in (root / "pieces").rglob("*") if p.is_file()) if root.exists() else []
 
 
-def count(storage, model) -> int:  # type: ignore[no-untyped-def]
+def count(storage, model) -> int:
     with storage.session_factory()() as session:
         return session.scalar(select(func.count()).select_from(model))
 
 
 @pytest.mark.parametrize("size", [0, 1, PIECE, 3 * PIECE + 17], ids=["empty", "one-byte", "one-piece", "multi-piece"])
-def test_round_trip(client, storage, any_location, size):  # type: ignore[no-untyped-def]
+def test_round_trip(client, storage, any_location, size):
     make_bucket(storage)
     data = os.urandom(size)
     response = client.put("/api/v1/buckets/bucket/objects/dir/file.bin", data=data,
@@ -54,7 +54,7 @@ def test_round_trip(client, storage, any_location, size):  # type: ignore[no-unt
     assert by_checksum.status_code == 200 and by_checksum.data == data
 
 
-def test_block_digests_are_blake3_of_every_block_of_every_piece(client, storage, settings, local_location):  # type: ignore[no-untyped-def]
+def test_block_digests_are_blake3_of_every_block_of_every_piece(client, storage, settings, local_location):
     import blake3
 
     make_bucket(storage)
@@ -71,7 +71,7 @@ def test_block_digests_are_blake3_of_every_block_of_every_piece(client, storage,
         assert file.block_digests == b"".join(expected)
 
 
-def test_replacing_an_object_answers_200_and_frees_the_old_content(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+def test_replacing_an_object_answers_200_and_frees_the_old_content(client, storage, local_location, local_root):
     make_bucket(storage)
     first = client.put("/api/v1/buckets/bucket/objects/k", data=b"a" * (PIECE + 1))
     assert first.status_code == 201
@@ -88,7 +88,7 @@ def test_replacing_an_object_answers_200_and_frees_the_old_content(client, stora
     ("Content-MD5", base64.b64encode(hashlib.md5(b"other").digest()).decode()),
     ("X-Checksum-Sha256", hashlib.sha256(b"other").hexdigest()),
 ])
-def test_digest_mismatch_stores_nothing(client, storage, local_location, local_root, header, value):  # type: ignore[no-untyped-def]
+def test_digest_mismatch_stores_nothing(client, storage, local_location, local_root, header, value):
     make_bucket(storage)
     response = client.put("/api/v1/buckets/bucket/objects/k", data=b"x" * (2 * PIECE), headers={header: value})
     assert response.status_code == 400
@@ -99,7 +99,7 @@ def test_digest_mismatch_stores_nothing(client, storage, local_location, local_r
     assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 404
 
 
-def test_matching_digests_are_accepted(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_matching_digests_are_accepted(client, storage, local_location):
     make_bucket(storage)
     data = b"hello"
     response = client.put("/api/v1/buckets/bucket/objects/k", data=data, headers={
@@ -109,7 +109,7 @@ def test_matching_digests_are_accepted(client, storage, local_location):  # type
     assert response.status_code == 201
 
 
-def test_identical_content_is_written_once_per_location(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+def test_identical_content_is_written_once_per_location(client, storage, local_location, local_root):
     make_bucket(storage)
     make_bucket(storage, "other")
     data = os.urandom(2 * PIECE + 5)
@@ -133,7 +133,7 @@ def test_identical_content_is_written_once_per_location(client, storage, local_l
     assert count(storage, File) == 0
 
 
-def test_upload_is_written_to_every_location_of_the_bucket(client, storage, local_location, s3_location):  # type: ignore[no-untyped-def]
+def test_upload_is_written_to_every_location_of_the_bucket(client, storage, local_location, s3_location):
     make_bucket(storage, locations=["hot", "s3"])
     data = os.urandom(PIECE * 2)
     checksum = client.put("/api/v1/buckets/bucket/objects/k", data=data).json["checksum"]
@@ -141,12 +141,13 @@ def test_upload_is_written_to_every_location_of_the_bucket(client, storage, loca
     assert sorted((c["location"], c["state"]) for c in copies) == [("hot", "stored"), ("s3", "stored")]
 
 
-def test_interrupted_upload_leaves_nothing(live_server, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+def test_interrupted_upload_leaves_nothing(live_server, storage, local_location, local_root, auth):
     make_bucket(storage)
     # the client announces more than it sends, then goes away, as a dropped connection does
     with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
         sock.sendall(b"PUT /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 500000\r\n\r\n" + b"x" * (3 * PIECE))
+                     + f"Authorization: {auth.admin['Authorization']}\r\n".encode()
+                     + b"Content-Length: 500000\r\n\r\n" + b"x" * (3 * PIECE))
         sock.shutdown(socket.SHUT_WR)
         answer = sock.recv(65536)
     assert b" 400 " in answer.split(b"\r\n")[0]
@@ -156,7 +157,7 @@ def test_interrupted_upload_leaves_nothing(live_server, storage, local_location,
     assert list(spool.iterdir()) == []
 
 
-def test_failed_location_write_leaves_no_object_and_no_pieces(client, storage, local_location, local_root,  # type: ignore[no-untyped-def]
+def test_failed_location_write_leaves_no_object_and_no_pieces(client, storage, local_location, local_root,
                                                               s3_server):
     storage.location_service().create({"name": "dead", "plugin": "s3", "tier": "cold", "priority": 0,
                                        "enabled": True,
@@ -169,7 +170,7 @@ def test_failed_location_write_leaves_no_object_and_no_pieces(client, storage, l
     assert count(storage, File) == count(storage, FileCopy) == count(storage, Object) == 0
 
 
-def test_list_objects_with_prefix_and_cursor(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_list_objects_with_prefix_and_cursor(client, storage, local_location):
     make_bucket(storage)
     keys = ["a/1", "a/2", "a/3", "b/1", "a%", "a_"]
     for key in keys:
@@ -183,7 +184,7 @@ def test_list_objects_with_prefix_and_cursor(client, storage, local_location):  
     assert client.get("/api/v1/buckets/bucket/objects?prefix=a%25").json["objects"][0]["key"] == "a%"
 
 
-def test_delete_object(client, storage, local_location, local_root):  # type: ignore[no-untyped-def]
+def test_delete_object(client, storage, local_location, local_root):
     make_bucket(storage)
     client.put("/api/v1/buckets/bucket/objects/k", data=b"data")
     assert client.delete("/api/v1/buckets/bucket/objects/k").status_code == 204
@@ -192,7 +193,7 @@ def test_delete_object(client, storage, local_location, local_root):  # type: ig
     assert pieces_on_disk(local_root) == []
 
 
-def test_copy_then_remove_copy_and_last_copy_conflict(client, storage, local_location, s3_location):  # type: ignore[no-untyped-def]
+def test_copy_then_remove_copy_and_last_copy_conflict(client, storage, local_location, s3_location):
     make_bucket(storage, locations=["hot"])
     data = os.urandom(3 * PIECE + 3)
     checksum = client.put("/api/v1/buckets/bucket/objects/k", data=data).json["checksum"]
@@ -214,7 +215,7 @@ def test_copy_then_remove_copy_and_last_copy_conflict(client, storage, local_loc
     assert client.delete(f"/api/v1/files/{checksum}/copies/hot").status_code == 404
 
 
-def test_non_empty_location_and_bucket_cannot_be_deleted(client, storage, local_location):  # type: ignore[no-untyped-def]
+def test_non_empty_location_and_bucket_cannot_be_deleted(client, storage, local_location):
     make_bucket(storage)
     client.put("/api/v1/buckets/bucket/objects/k", data=b"data")
     assert client.delete("/api/v1/storage-locations/hot").status_code == 409
@@ -224,13 +225,13 @@ def test_non_empty_location_and_bucket_cannot_be_deleted(client, storage, local_
     assert client.delete("/api/v1/storage-locations/hot").status_code == 204
 
 
-def test_upload_without_any_location_is_503_before_reading(client, storage):  # type: ignore[no-untyped-def]
+def test_upload_without_any_location_is_503_before_reading(client, storage):
     make_bucket(storage)
     response = client.put("/api/v1/buckets/bucket/objects/k", data=b"data")
     assert response.status_code == 503 and response.json["code"] == "StorageUnavailable"
 
 
-def test_capacity_is_enforced(client, storage, local_root):  # type: ignore[no-untyped-def]
+def test_capacity_is_enforced(client, storage, local_root):
     storage.location_service().create({"name": "small", "plugin": "local", "tier": "hot", "priority": 0,
                                        "enabled": True, "config": {"root": str(local_root)}, "capacity": 100})
     make_bucket(storage)

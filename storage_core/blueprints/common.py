@@ -86,11 +86,11 @@ def authorize(rule: str) -> Callable[[F], F]:
             elif rule == "authenticated":
                 policy.require_authenticated(who)
             elif rule == "manage-bucket":
-                services().access_service().require_manage(who, kwargs["bucket"])
+                services().permission_service().require_manage(who, kwargs["bucket"])
             return view(*args, **kwargs)
 
-        checked.__access_rule__ = rule  # type: ignore[attr-defined]
-        return checked  # type: ignore[return-value]
+        checked.__access_rule__ = rule
+        return checked
 
     return decorate
 

@@ -6,14 +6,16 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from storage_core.blueprints.common import authorize, principal, services
+from storage_core.http_semantics import Conditions, content_disposition, may_be_inline
+from storage_core.names import validate_checksum
 from storage_core.schemas import (
     AvailabilityRequestSchema,
     AvailabilitySchema,
     ChecksumDownloadArgs,
     ProblemSchema,
 )
-from storage_core.services.downloads import Conditions, DownloadResponse
-from storage_core.services.files import validate_checksum
+from storage_core.services.downloads import Download
+from storage_core.services.resolve import ByChecksum, ByKey
 
 blp = Blueprint("downloads", __name__, url_prefix="/api/v1", description="Downloads and availability")
 
@@ -47,11 +49,18 @@ def conditions() -> Conditions:
     )
 
 
-def stream(download: DownloadResponse) -> Response:
+def stream(download: Download, inline: bool = False) -> Response:
+    """The native API's response: the service's headers, plus a safe Content-Disposition and nosniff."""
+    headers = download.headers
+    if download.status != 304:
+        target = download.target
+        filename = target.key.rsplit("/", 1)[-1] or target.key
+        headers["Content-Disposition"] = content_disposition(filename, inline and may_be_inline(target.content_type))
+        headers["X-Content-Type-Options"] = "nosniff"
     # HEAD keeps the Content-Length of the representation: no body is given, so none is recomputed.
     # No direct_passthrough: werkzeug would hand the bare iterable to the server and skip the
     # response's own close(), and with it the access log and metrics of every streamed download.
-    return Response(download.body, status=download.status, headers=download.headers)
+    return Response(download.body, status=download.status, headers=headers)
 
 
 @blp.route("/buckets/<bucket>/objects/<path:key>", methods=["GET"])
@@ -59,7 +68,7 @@ def stream(download: DownloadResponse) -> Response:
 @blp.doc(**DOWNLOAD_DOC)
 def get_object(bucket: str, key: str) -> Response:
     """Download an object (ranges, conditional requests; a charged read)."""
-    return stream(services().download_service().open_object(bucket, key, conditions(), principal()))
+    return stream(services().download_service().open(ByKey(bucket, key), conditions(), principal()))
 
 
 @blp.route("/files/<checksum>/download", methods=["GET"])
@@ -69,8 +78,8 @@ def get_object(bucket: str, key: str) -> Response:
 def download_by_checksum(checksum: str, bucket: str | None, inline: bool) -> Response:
     """Download a file by its sha256; ``bucket`` picks the paying bucket when several hold it."""
     validate_checksum(checksum)
-    return stream(services().download_service().open_checksum(
-        checksum, bucket, conditions(), principal(), inline))
+    return stream(services().download_service().open(ByChecksum(checksum, bucket), conditions(), principal()),
+                  inline)
 
 
 @blp.route("/files/availability", methods=["POST"])

@@ -7,7 +7,10 @@ from flask_smorest import Blueprint
 
 from profiles import profile
 from storage_core.blueprints.common import authorize, current_account, services
+from storage_core.http_semantics import parse_content_md5, parse_hex_sha256, validate_content_type
 from storage_core.schemas import ObjectListArgs, ObjectListSchema, ObjectSchema, PresignRequestSchema, PresignSchema
+from storage_core.services.uploads import ObjectMetadata
+from storage_core.spool import Digests
 
 blp = profile("storage")(Blueprint("objects", __name__, url_prefix="/api/v1", description="Objects"))
 
@@ -22,14 +25,13 @@ blp = profile("storage")(Blueprint("objects", __name__, url_prefix="/api/v1", de
 @blp.alt_response(201, schema=ObjectSchema, description="created")
 def put_object(bucket: str, key: str) -> tuple[dict, int]:
     """Upload: the raw body is streamed to disk, verified, cut into pieces and stored."""
-    view, created = services().object_service().upload(
-        bucket, key, request.stream,
-        content_length=request.content_length,
-        content_type=request.headers.get("Content-Type"),
-        content_md5=request.headers.get("Content-MD5"),
-        sha256=request.headers.get("X-Checksum-Sha256"),
-    )
-    return view, 201 if created else 200
+    headers = request.headers
+    expected = Digests(md5=parse_content_md5(headers.get("Content-MD5")),
+                       sha256=parse_hex_sha256(headers.get("X-Checksum-Sha256"), "X-Checksum-Sha256"))
+    stored = services().upload_service().put(
+        bucket, key, request.stream, length=request.content_length, expected=expected,
+        metadata=ObjectMetadata(content_type=validate_content_type(headers.get("Content-Type"))))
+    return stored.view, 201 if stored.created else 200
 
 
 @blp.route("/buckets/<bucket>/objects", methods=["GET"])

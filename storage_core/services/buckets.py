@@ -13,6 +13,7 @@ from storage_core.auth import Principal
 from storage_core.db import transaction
 from storage_core.errors import Conflict, Forbidden, NotFound
 from storage_core.models import Bucket, BucketTraffic, Object
+from storage_core.names import validate_bucket_name
 from storage_core.services.locations import validate_location_names
 from storage_core.settings import Settings
 from storage_core.timeutil import current_year_month
@@ -60,6 +61,7 @@ class BucketService:
 
     def create(self, data: dict[str, Any], principal: Principal) -> dict[str, Any]:
         """Any account may create a bucket it owns; only admins choose another owner or the grants."""
+        validate_bucket_name(data["name"])
         owner = data.get("owner") or principal.account
         if not principal.is_admin and (owner != principal.account or set(data) & ADMIN_ONLY_FIELDS):
             raise Forbidden("only admins set a bucket's owner, free quotas or locations")

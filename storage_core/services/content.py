@@ -21,11 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.db import transaction
-from storage_core.errors import Conflict, InsufficientStorage, NotFound, StorageUnavailable
+from storage_core.errors import Conflict, NotFound, StorageUnavailable
+from storage_core.layout import FileLayout
 from storage_core.models import CopyState, File, FileCopy, Object, StorageLocation
 from storage_core.plugin import LocationPlugin
-from storage_core.services.locations import LocationDirectory, usage
-from storage_core.services.reader import FileLayout, Source, VerifiedReader, servable_copies
+from storage_core.services.locations import require_room, usage
+from storage_core.services.reader import VerifiedReader
+from storage_core.services.sources import PluginCache, Source
 from storage_core.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,9 @@ def lock_file(session: Session, checksum: str) -> File | None:
 
 
 class ContentStore:
-    def __init__(self, session_factory: sessionmaker[Session], directory: LocationDirectory):
+    def __init__(self, session_factory: sessionmaker[Session], plugins: PluginCache):
         self.session_factory = session_factory
-        self.directory = directory
+        self.plugins = plugins
 
     # ---- writing ---------------------------------------------------------------------------------
 
@@ -81,10 +83,8 @@ class ContentStore:
                 raise Conflict(
                     f"the same content is being {doing} location {location.name!r} by another request; retry"
                 )
-            room = location.capacity - used.get(location.id, (0, 0))[0] if location.capacity is not None else None
-            if copy is None and room is not None and file.size > room:
-                raise InsufficientStorage(f"location {location.name!r} has no room for {file.size} bytes")
             if copy is None:
+                require_room(session, location, file.size, used)
                 copy = FileCopy(checksum=file.checksum, location_id=location.id, state=CopyState.PENDING)
                 session.add(copy)
             copy.state = CopyState.PENDING
@@ -98,7 +98,7 @@ class ContentStore:
         written: list[tuple[LocationPlugin, int]] = []
         try:
             for target in pending:
-                plugin = self.directory.plugin_for(target.location)
+                plugin = self.plugins.plugin_for(target.location)
                 for index in range(spool.piece_count):
                     with spool.piece_reader(index) as stream:
                         plugin.write_piece(spool.sha256, index, stream, spool.piece_length(index))
@@ -141,12 +141,8 @@ class ContentStore:
 
     # ---- reading ---------------------------------------------------------------------------------
 
-    def sources(self, copies: list[tuple[FileCopy, StorageLocation]]) -> list[Source]:
-        return [Source(copy.id, loc.id, loc.name, loc.tier, self.directory.plugin_for(loc))
-                for copy, loc in copies]
-
     def reader(self, session: Session, file: File) -> VerifiedReader:
-        return VerifiedReader(FileLayout.of(file), self.sources(servable_copies(session, file.checksum)),
+        return VerifiedReader(FileLayout.of(file), self.plugins.servable_sources(session, file.checksum),
                               self.note_failure)
 
     def note_failure(self, source: Source, exc: StorageUnavailable) -> None:
@@ -173,10 +169,8 @@ class ContentStore:
                                                              FileCopy.location_id == location.id))
             if existing is not None and existing.state != CopyState.CORRUPT:
                 raise Conflict(f"file already has a {existing.state} copy on {location.name!r}")
-            if location.capacity is not None and existing is None:
-                used = usage(session, [location.id]).get(location.id, (0, 0))[0]
-                if used + file.size > location.capacity:
-                    raise InsufficientStorage(f"location {location.name!r} has no room for {file.size} bytes")
+            if existing is None:
+                require_room(session, location, file.size)
             copy = existing or FileCopy(checksum=checksum, location_id=location.id)
             copy.state, copy.owner = CopyState.PENDING, owner
             session.add(copy)
@@ -184,12 +178,10 @@ class ContentStore:
             pending = [PendingWrite(copy.id, location)]
             reader = self.reader(session, file)
             layout = FileLayout.of(file)
-        target = self.directory.plugin_for(location)
+        target = self.plugins.plugin_for(location)
         written: list[tuple[LocationPlugin, int]] = []
         try:
-            for index in range(-(-layout.size // layout.piece_size)):
-                start = index * layout.piece_size
-                length = layout.piece_length(index)
+            for index, start, length in layout.pieces():
                 stream = IterStream(reader.iter_range(start, start + length))
                 target.write_piece(checksum, index, stream, length)
                 written.append((target, index))
@@ -241,7 +233,7 @@ class ContentStore:
         removed = []
         for copy_id, location in targets:
             try:
-                plugin = self.directory.plugin_for(location)
+                plugin = self.plugins.plugin_for(location)
                 for index in range(piece_count):
                     plugin.delete_piece(checksum, index)
                 removed.append(copy_id)

@@ -1,111 +1,60 @@
-"""Downloads: resolve what is read, apply HTTP conditions and ranges, charge the quota, stream verified bytes.
+"""Downloads: resolve, apply the request's conditions and ranges, admit, charge, and hand over a charged body.
 
-The data path reads top to bottom: blueprint -> ``DownloadService.open`` (resolve, conditions, charge)
--> ``VerifiedReader`` (copies in serving order, per-block verification and failover) -> plugin.
-The database session is closed before the first body byte is sent, so a small connection pool
-serves any number of slow downloads.
+The data path reads top to bottom: a door (blueprint or S3) -> ``DownloadService.open`` -> ``Resolver``
+(one query) -> ``VerifiedReader`` (copies in serving order, per-block verification and failover) ->
+plugin. ``open`` knows nothing of HTTP frameworks: it takes the request's conditions as data and
+returns the status, the headers as data and the body, so every door serves the same downloads with
+the same charges. No database connection is held while the body streams.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
 import logging
 import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from sqlalchemy import Engine, Row, String, and_, bindparam, case, func, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage_core.auth import AccessPolicy, Principal
-from storage_core.db import PreparedQuery, connection, transaction
-from storage_core.errors import Conflict, NotFound, RangeNotSatisfiable, StorageUnavailable, Unauthorized
-from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
-from storage_core.ranges import (
+from storage_core.auth import Principal
+from storage_core.db import transaction
+from storage_core.errors import RangeNotSatisfiable, StorageUnavailable
+from storage_core.http_semantics import (
+    Conditions,
     content_range,
-    etag_matches,
+    http_date,
     if_range_allows,
     multipart_layout,
+    not_modified,
     parse_range_header,
     unsatisfied_content_range,
 )
-from storage_core.services.combiner import Combiner
 from storage_core.services.content import ContentStore
 from storage_core.services.limits import Admission, DownloadLimits
 from storage_core.services.quota import Charge, QuotaService, ReadRequest
-from storage_core.services.reader import FileLayout, Source, VerifiedReader
-from storage_core.timeutil import as_utc
+from storage_core.services.reader import VerifiedReader
+from storage_core.services.resolve import Resolver, Selector, Target
 
 log = logging.getLogger(__name__)
 
-# Types a browser may display inline without risk of running content from our origin.
-INLINE_SAFE_TYPES = frozenset({
-    "text/plain", "application/pdf", "application/json", "image/png", "image/jpeg", "image/gif",
-    "image/webp", "image/avif", "audio/mpeg", "audio/ogg", "audio/wav", "video/mp4", "video/webm",
-    "video/ogg",
-})
+Chunks = Iterator[tuple[bytes, bool]]
 
 
-@dataclass(frozen=True, slots=True)
-class Conditions:
-    """The request headers that shape a download."""
-
-    method: str = "GET"
-    range: str | None = None
-    if_range: str | None = None
-    if_none_match: str | None = None
-    if_modified_since: str | None = None
+def native_etag(target: Target) -> str:
+    """The entity tag of the native API: the quoted sha256 of the content."""
+    return f'"{target.file.checksum}"'
 
 
 @dataclass
-class Target:
-    """What is being read and who pays for it."""
+class Download:
+    """What a door sends: ``status`` (200, 206 or 304), representation and range headers, and the body
+    (None for HEAD and 304). The door adds its own headers (Content-Disposition, x-amz-meta-*, ...)."""
 
-    bucket_id: int
-    bucket: str
-    key: str
-    object_id: int
-    content_type: str
-    last_modified: dt.datetime
-    file: FileLayout
-    sources: list[Source]  # the servable copies, in serving order
-    limited: bool  # the reading account has download limits
-
-
-@dataclass
-class DownloadResponse:
     status: int
+    target: Target
     headers: dict[str, str]
-    body: Iterator[bytes] | None = None
-    charge: Charge | None = field(default=None, repr=False)
-
-
-def content_disposition(filename: str, inline: bool) -> str:
-    """RFC 6266 with an ASCII fallback and the RFC 5987 UTF-8 form of the name."""
-    kind = "inline" if inline else "attachment"
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%;' else "_" for c in filename) or "download"
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def http_date(value: dt.datetime) -> str:
-    return email.utils.format_datetime(as_utc(value).astimezone(dt.UTC), usegmt=True)
-
-
-def not_modified_since(header: str | None, last_modified: dt.datetime) -> bool:
-    if not header:
-        return False
-    try:
-        since = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
-        return False
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=dt.UTC)
-    return int(as_utc(last_modified).timestamp()) <= int(since.timestamp())
+    body: ChargedBody | None = None
 
 
 class ChargedBody:
@@ -114,7 +63,7 @@ class ChargedBody:
     ``chunks`` yields ``(data, is_content)``; multipart framing is sent but not charged.
     """
 
-    def __init__(self, chunks: Iterator[tuple[bytes, bool]], quota: QuotaService, charge: Charge | None,
+    def __init__(self, chunks: Chunks, quota: QuotaService, charge: Charge | None,
                  prefetched: list[tuple[bytes, bool]], limits: DownloadLimits, admission: Admission | None):
         self._chunks = chunks
         self._quota = quota
@@ -133,8 +82,8 @@ class ChargedBody:
                 # resumed: the server has written the chunk
                 if is_content:
                     self.delivered += len(data)
-                if renew_at is not None and time.monotonic() >= renew_at:
-                    self._limits.renew(self._admission)  # type: ignore[arg-type]
+                if self._admission is not None and renew_at is not None and time.monotonic() >= renew_at:
+                    self._limits.renew(self._admission)
                     renew_at = time.monotonic() + self._limits.renew_every_seconds
         self._prefetched = []
 
@@ -160,185 +109,62 @@ class ChargedBody:
                 log.exception("refund of %d bytes for read record %d failed", undelivered, self._charge.record_id)
 
 
-def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
-    """Objects with bucket, file, servable copies in serving order and the account's limit flag: everything
-    a download needs from the database, in one statement. Built once, from tables rather than ORM
-    entities, so a download pays neither for building the query nor for loading entities.
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How the body is laid out: status, content ranges, multipart framing, body length."""
 
-    ``batch``: the objects of many downloads at once, given as three arrays (``buckets``, ``keys``,
-    ``accounts``); each row says which download it belongs to in ``request`` (1-based)."""
-    o, b, f, c, loc, lim = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation, AccountLimit))
-    columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at,
-               b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
-               f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash,
-               c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
-               loc.c.updated_at.label("location_version"), lim.c.account.label("limited")]
-    serving = (case((loc.c.tier == "hot", 0), else_=1), loc.c.priority, loc.c.id)
-    if batch:
-        names = ("buckets", "keys", "accounts")
-        want = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in names)).table_valued(
-            "bucket", "key", "account", with_ordinality="request").render_derived(name="want")
-        objects = (want.join(b, b.c.name == want.c.bucket)
-                   .join(o, and_(o.c.bucket_id == b.c.id, o.c.key == want.c.key)))
-        account, columns, order = want.c.account, [want.c.request, *columns], (want.c.request, *serving)
-    else:
-        objects = o.join(b, b.c.id == o.c.bucket_id)
-        account, order = bindparam("account"), (b.c.name, o.c.id, *serving)
-    return (
-        select(*columns)
-        .select_from(
-            objects
-            .join(f, f.c.checksum == o.c.checksum)
-            .outerjoin(c, and_(c.c.checksum == f.c.checksum, or_(*(c.c.state == s for s in CopyState.SERVABLE))))
-            .outerjoin(loc, and_(loc.c.id == c.c.location_id, loc.c.enabled.is_(True)))
-            .outerjoin(lim, lim.c.account == account))
-        .where(*conditions)
-        .order_by(*order)
-    )
+    status: int
+    ranges: list[tuple[int, int]]
+    parts: list[tuple[bytes, int, int]] | None
+    closing: bytes
+    length: int
 
-
-_o, _b = Object.__table__, Bucket.__table__
-BY_KEY = PreparedQuery("resolve_by_key", _resolve_statement(
-    _b.c.name == bindparam("bucket"), _o.c.key == bindparam("key")))
-# the downloads by key that arrive together in one worker, resolved in one round trip (PostgreSQL)
-BY_KEYS = PreparedQuery("resolve_by_keys", _resolve_statement(batch=True))
-BY_CHECKSUM = PreparedQuery("resolve_by_checksum", _resolve_statement(_o.c.checksum == bindparam("checksum")))
-BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_statement(
-    _o.c.checksum == bindparam("checksum"), _b.c.name == bindparam("bucket")))
+    @property
+    def content_size(self) -> int:
+        return sum(end - start for start, end in self.ranges)
 
 
 class DownloadService:
-    def __init__(self, session_factory: sessionmaker[Session], content: ContentStore, quota: QuotaService,
-                 policy: AccessPolicy, limits: DownloadLimits, verify_reads: bool = True,
-                 read_engine: Engine | None = None):
+    def __init__(self, session_factory: sessionmaker[Session], resolver: Resolver, content: ContentStore,
+                 quota: QuotaService, limits: DownloadLimits, verify_reads: bool = True):
         self.session_factory = session_factory
-        # the resolving SELECT runs on autocommit connections of their own pool, without an ORM session
-        self.read_engine: Engine = read_engine or session_factory.kw["bind"]
+        self.resolver = resolver
         self.content = content
         self.quota = quota
-        self.policy = policy
         self.limits = limits
         self.verify_reads = verify_reads
-        # On PostgreSQL the downloads by key that arrive while one resolving query runs share the next
-        # one: a round trip to the database costs the worker more CPU than the query itself.
-        self._batched = self.read_engine.dialect.name == "postgresql"
-        self._resolver: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch)
 
-    # ---- resolution --------------------------------------------------------------------------------
+    def open(self, selector: Selector, conditions: Conditions, principal: Principal,
+             etag: Callable[[Target], str] = native_etag) -> Download:
+        """Open what ``selector`` names for ``principal``: 304, 416 (raised), HEAD, or a charged body.
 
-    def _rows_by_key(self, bucket: str, key: str, account: str) -> list[Row[Any]]:
-        if self._batched:
-            return self._resolver.submit(BY_KEYS.name, (bucket, key, account))
-        with connection(self.read_engine) as conn:
-            return BY_KEY.all(conn, bucket=bucket, key=key, account=account)
-
-    def _resolve_batch(self, _name: str, wanted: list[tuple[str, str, str]]) -> list[list[Row[Any]]]:
-        with connection(self.read_engine) as conn:
-            rows = BY_KEYS.all(conn, buckets=[w[0] for w in wanted], keys=[w[1] for w in wanted],
-                               accounts=[w[2] for w in wanted])
-        found: list[list[Row[Any]]] = [[] for _ in wanted]
-        for row in rows:
-            found[row.request - 1].append(row)
-        return found
-
-    def _target(self, rows: list[Any]) -> Target:
-        first = rows[0]
-        layout = FileLayout(first.checksum, first.size, first.piece_size, first.block_size,
-                            bytes(first.block_digests), first.block_hash)
-        sources = [
-            Source(row.copy_id, row.location_id, row.location, row.tier,
-                   self.content.directory.plugin_for_id(self.read_engine, row.location_id, row.location_version))
-            for row in rows if row.object_id == first.object_id and row.location_id is not None
-        ]
-        return Target(first.bucket_id, first.bucket, first.key, first.object_id, first.content_type,
-                      as_utc(first.created_at), layout, sources, limited=first.limited is not None)
-
-    def resolve_object(self, bucket: str, key: str, principal: Principal) -> Target:
-        rows = self._rows_by_key(bucket, key, principal.account)
-        if not rows:
-            with connection(self.read_engine) as conn:
-                found = conn.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == bucket)).first()
-            if found is None:
-                raise NotFound(f"bucket {bucket!r} does not exist")
-            # who may not read the bucket may not learn which keys exist in it either
-            self.policy.require_read(principal, bucket, found[0], found[1], key)
-            raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
-        self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
-        return self._target(rows)
-
-    def resolve_checksum(self, checksum: str, bucket: str | None, principal: Principal) -> Target:
-        with connection(self.read_engine) as conn:
-            if bucket is None:
-                rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
-            else:
-                rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
-        readable = [row for row in rows
-                    if self.policy.can_read(principal, row.bucket, row.owner, row.visibility, row.key)]
-        if rows and not readable and not principal.authenticated:
-            raise Unauthorized("authentication required to read this file")
-        if not readable:
-            where = f" in bucket {bucket!r}" if bucket else ""
-            raise NotFound(f"no object with checksum {checksum}{where}")
-        buckets = sorted({row.bucket for row in readable})
-        if len(buckets) > 1:
-            raise Conflict(
-                f"checksum {checksum} is in several buckets; choose the paying one with ?bucket=",
-                extra={"buckets": buckets},
-            )
-        return self._target(readable)
-
-    # ---- the download ------------------------------------------------------------------------------
-
-    def open_object(self, bucket: str, key: str, conditions: Conditions, principal: Principal) -> DownloadResponse:
-        return self._open(lambda: self.resolve_object(bucket, key, principal), conditions,
-                          principal.account, inline=False)
-
-    def open_checksum(self, checksum: str, bucket: str | None, conditions: Conditions, principal: Principal,
-                      inline: bool) -> DownloadResponse:
-        return self._open(lambda: self.resolve_checksum(checksum, bucket, principal), conditions,
-                          principal.account, inline)
-
-    def _open(self, resolve, conditions: Conditions, account: str, inline: bool) -> DownloadResponse:  # type: ignore[no-untyped-def]
-        charge: Charge | None = None
-        admission: Admission | None = None
+        ``etag`` is the door's entity tag of the target: conditions are evaluated against it."""
         # resolving holds a pooled connection only for its query (and, batched, shares it)
-        target = resolve()
+        target = self.resolver.resolve(selector, principal)
         file = target.file
-        etag = f'"{file.checksum}"'
-        headers = self._headers(target, etag, inline)
-        if self._not_modified(conditions, etag, target.last_modified):
-            return DownloadResponse(304, {k: v for k, v in headers.items()
-                                          if k in ("ETag", "Last-Modified", "Accept-Ranges")})
+        tag = etag(target)
+        headers = {"ETag": tag, "Last-Modified": http_date(target.last_modified), "Accept-Ranges": "bytes",
+                   "Content-Type": target.content_type}
+        if not_modified(conditions, tag, target.last_modified):
+            return Download(304, target, {k: v for k, v in headers.items() if k != "Content-Type"})
         ranges = None
-        if conditions.range and if_range_allows(conditions.if_range, etag,
-                                                int(as_utc(target.last_modified).timestamp())):
+        if conditions.range and if_range_allows(conditions.if_range, tag, int(target.last_modified.timestamp())):
             ranges = parse_range_header(conditions.range, file.size)
         if ranges == []:
             raise RangeNotSatisfiable(
                 f"no requested range is within the {file.size} bytes of the object",
                 headers={"Content-Range": unsatisfied_content_range(file.size), **headers},
             )
-        status, body_ranges, parts, closing, length = self._shape(ranges, file.size, target, headers)
-        headers["Content-Length"] = str(length)
+        shape = self._shape(ranges, file.size, target, headers)
+        headers["Content-Length"] = str(shape.length)
         if conditions.method == "HEAD":
-            return DownloadResponse(status, headers)
+            return Download(shape.status, target, headers)
         reader = VerifiedReader(file, target.sources, self.content.note_failure, verify=self.verify_reads)
         if not reader.sources and file.size:
             raise StorageUnavailable(f"no enabled location holds a stored copy of {file.checksum}")
-        content_size = sum(end - start for start, end in body_ranges)
-        if content_size and target.limited:
-            with transaction(self.session_factory) as session:
-                admission = self.limits.admit_in(session, account)
-        if content_size:
-            try:
-                charge = self.quota.charge(ReadRequest(target.bucket_id, target.key, target.object_id,
-                                                       file.checksum, account, content_size))
-            except Exception:
-                if admission is not None:
-                    self.limits.release(admission, undo_monthly=True)
-                raise
+        charge, admission = self._admit_and_charge(target, shape.content_size, principal.account)
         # committed: the charge and its record are durable before any byte leaves
-        chunks = self._chunks(reader, body_ranges, parts, closing)
+        chunks = self._chunks(reader, shape)
         # Read up to the first content block before answering: when no copy can serve it, the client
         # gets a clean 503 and the charge is undone, instead of a 200 that breaks at once.
         prefetched: list[tuple[bytes, bool]] = []
@@ -348,57 +174,58 @@ class DownloadService:
                 if item[1]:
                     break
         except StorageUnavailable:
-            if charge is not None:
-                self.quota.refund(charge, charge.size)
-            if admission is not None:
-                self.limits.release(admission, undo_monthly=True)
+            self._undo(charge, admission)
             raise
-        body = ChargedBody(chunks, self.quota, charge, prefetched, self.limits, admission)
-        return DownloadResponse(status, headers, body, charge)
+        return Download(shape.status, target, headers,
+                        ChargedBody(chunks, self.quota, charge, prefetched, self.limits, admission))
+
+    def _admit_and_charge(self, target: Target, size: int, account: str) -> tuple[Charge | None, Admission | None]:
+        """Take the account's download limits, then charge the bucket; a failed charge gives the limits back.
+
+        The two are separate transactions: the charge is combined with concurrent charges of its bucket
+        in a transaction of its own (see ``QuotaService``), which an admission cannot join."""
+        if not size:
+            return None, None
+        admission = None
+        if target.limited:
+            with transaction(self.session_factory) as session:
+                admission = self.limits.admit_in(session, account)
+        try:
+            charge = self.quota.charge(ReadRequest(target.bucket_id, target.key, target.object_id,
+                                                   target.file.checksum, account, size))
+        except Exception:
+            self._undo(None, admission)
+            raise
+        return charge, admission
+
+    def _undo(self, charge: Charge | None, admission: Admission | None) -> None:
+        if charge is not None:
+            self.quota.refund(charge, charge.size)
+        if admission is not None:
+            self.limits.release(admission, undo_monthly=True)
 
     @staticmethod
-    def _headers(target: Target, etag: str, inline: bool) -> dict[str, str]:
-        content_type = target.content_type
-        inline = inline and content_type.split(";")[0].strip().lower() in INLINE_SAFE_TYPES
-        return {
-            "ETag": etag,
-            "Last-Modified": http_date(target.last_modified),
-            "Accept-Ranges": "bytes",
-            "Content-Type": content_type,
-            "Content-Disposition": content_disposition(target.key.rsplit("/", 1)[-1] or target.key, inline),
-            "X-Content-Type-Options": "nosniff",
-        }
-
-    @staticmethod
-    def _not_modified(conditions: Conditions, etag: str, last_modified: dt.datetime) -> bool:
-        # RFC 9110 13.2.2: If-None-Match takes precedence; If-Modified-Since only without it.
-        if conditions.if_none_match is not None:
-            return etag_matches(conditions.if_none_match, etag)
-        return not_modified_since(conditions.if_modified_since, last_modified)
-
-    @staticmethod
-    def _shape(ranges, size, target, headers):  # type: ignore[no-untyped-def]
-        """(status, content ranges, multipart parts, closing delimiter, body length)."""
+    def _shape(ranges: list[tuple[int, int]] | None, size: int, target: Target, headers: dict[str, str]) -> _Shape:
         if ranges is None:
-            return 200, [(0, size)], None, b"", size
+            return _Shape(200, [(0, size)], None, b"", size)
         if len(ranges) == 1:
             start, end = ranges[0]
             headers["Content-Range"] = content_range(start, end, size)
-            return 206, ranges, None, b"", end - start
+            return _Shape(206, ranges, None, b"", end - start)
         boundary = secrets.token_hex(16)
         parts, closing, length = multipart_layout(ranges, size, target.content_type, boundary)
         headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-        return 206, ranges, parts, closing, length
+        return _Shape(206, ranges, parts, closing, length)
 
     @staticmethod
-    def _chunks(reader: VerifiedReader, ranges, parts, closing) -> Iterator[tuple[bytes, bool]]:  # type: ignore[no-untyped-def]
-        if parts is None:
-            for start, end in ranges:
+    def _chunks(reader: VerifiedReader, shape: _Shape) -> Chunks:
+        if shape.parts is None:
+            for start, end in shape.ranges:
                 for data in reader.iter_range(start, end):
                     yield data, True
             return
-        for header, start, end in parts:
+        for header, start, end in shape.parts:
             yield header, False
             for data in reader.iter_range(start, end):
                 yield data, True
-        yield closing, False
+        yield shape.closing, False

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
-from storage_core.auth import Principal
+from storage_core.auth import AccessPolicy, Principal
 from storage_core.db import transaction
-from storage_core.errors import InvalidArgument, NotFound
+from storage_core.errors import NotFound
 from storage_core.models import Bucket, CopyState, File, FileCopy, Object, StorageLocation
-from storage_core.schemas import CHECKSUM_RE
+from storage_core.names import validate_checksum
 from storage_core.services.content import ContentStore
 from storage_core.services.locations import get_location
-from storage_core.services.reader import serving_order
-
-
-def validate_checksum(checksum: str) -> str:
-    if not CHECKSUM_RE.match(checksum):
-        raise InvalidArgument("checksum must be a sha256 digest: 64 lower-case hex characters")
-    return checksum
+from storage_core.services.sources import serving_order
 
 
 def get_file(session: Session, checksum: str) -> File:
@@ -76,11 +70,12 @@ class FileService:
 class AvailabilityService:
     """Whether files can be downloaded now, and from which tier (REGARDS availability)."""
 
-    def __init__(self, session_factory: sessionmaker[Session]):
+    def __init__(self, session_factory: sessionmaker[Session], policy: AccessPolicy):
         self.session_factory = session_factory
+        self.policy = policy
 
     def check(self, checksums: list[str], principal: Principal) -> list[dict[str, Any]]:
-        """Non-admins learn only of files they could read: in public-read buckets or their own."""
+        """Callers learn only of files they could read (``AccessPolicy.readable``)."""
         wanted = list(dict.fromkeys(checksums))
         query = (
             select(FileCopy.checksum, StorageLocation.tier)
@@ -90,7 +85,7 @@ class AvailabilityService:
         )
         if not principal.is_admin:
             readable = (select(Object.checksum).join(Bucket, Bucket.id == Object.bucket_id)
-                        .where(or_(Bucket.visibility == "public-read", Bucket.owner == principal.account)))
+                        .where(self.policy.readable(principal, Bucket, Object.key)))
             query = query.where(FileCopy.checksum.in_(readable))
         with transaction(self.session_factory) as session:
             rows = session.execute(query).all()

@@ -21,7 +21,7 @@ from storage_core.errors import StorageUnavailable
 from storage_core.models import CopyState, File, FileCopy, Object, StorageLocation
 from storage_core.services.content import ContentStore, PendingWrite
 from storage_core.services.limits import DownloadLimits
-from storage_core.services.locations import LocationDirectory
+from storage_core.services.sources import PluginCache
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 @profile("storage")
 class GarbageCollector:
     def __init__(self, session_factory: sessionmaker[Session], content: ContentStore,
-                 directory: LocationDirectory, spool_dir: Path, limits: DownloadLimits | None = None):
+                 plugins: PluginCache, spool_dir: Path, limits: DownloadLimits | None = None):
         self.session_factory = session_factory
         self.content = content
-        self.directory = directory
+        self.plugins = plugins
         self.spool_dir = spool_dir
         self.limits = limits
 
@@ -61,7 +61,7 @@ class GarbageCollector:
             report["abandoned_copies"] += 1
             if dry_run:
                 continue
-            plugin = self.directory.plugin_for(location)
+            plugin = self.plugins.plugin_for(location)
             written = [(plugin, index) for index in range(piece_count)]
             self.content.abandon(checksum, [PendingWrite(copy_id, location)], written)
 
@@ -81,7 +81,7 @@ class GarbageCollector:
         with transaction(self.session_factory) as session:
             locations = list(session.scalars(select(StorageLocation).where(StorageLocation.enabled.is_(True))))
         for location in locations:
-            plugin = self.directory.plugin_for(location)
+            plugin = self.plugins.plugin_for(location)
             try:
                 if not dry_run:
                     report["partial_writes"] = report.get("partial_writes", 0) + plugin.remove_partial_writes(

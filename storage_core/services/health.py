@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_core.db import transaction
 from storage_core.errors import StorageError
 from storage_core.models import StorageLocation
-from storage_core.services.locations import LocationDirectory
+from storage_core.services.sources import PluginCache
 
 
 class HealthService:
-    def __init__(self, session_factory: sessionmaker[Session], directory: LocationDirectory):
+    def __init__(self, session_factory: sessionmaker[Session], plugins: PluginCache):
         self.session_factory = session_factory
-        self.directory = directory
+        self.plugins = plugins
 
     def readiness(self) -> dict[str, Any]:
         checks: dict[str, str] = {}
@@ -30,7 +30,7 @@ class HealthService:
             locations = []
         for location in locations:
             try:
-                self.directory.plugin_for(location).health()
+                self.plugins.plugin_for(location).health()
                 checks[f"location:{location.name}"] = "ok"
             except StorageError as exc:
                 checks[f"location:{location.name}"] = f"unavailable: {exc.detail}"

@@ -1,7 +1,8 @@
 """Per-account download limits: simultaneous downloads and downloads per month, exact across instances.
 
 An account with limits has a row in ``account_limits``; every charged download of that account locks
-the row (``SELECT ... FOR UPDATE``) in its admission transaction, just before the charge, so acquisitions
+the row (``SELECT ... FOR UPDATE``) in an admission transaction of its own, committed just before the charge
+(the charge is batched with other reads of its bucket, which an admission cannot join), so acquisitions
 from any number of instances are serialised: the count of live leases and the monthly counter cannot
 be overtaken.
 A lease is renewed while its body streams and released when the body closes; a crashed instance's
@@ -50,7 +51,9 @@ class DownloadLimits:
         return self.lease_us / 3_000_000
 
     def admit_in(self, session: Session, account: str) -> Admission | None:
-        """Inside the charge transaction: take a lease and a monthly download, or raise 429."""
+        """In the caller's admission transaction (committed before the charge, which runs in a transaction of
+        its own): take a lease and a monthly download, or raise 429. If the charge then fails, the caller
+        gives both back with ``release(admission, undo_monthly=True)``."""
         limit = session.scalar(select(AccountLimit).where(AccountLimit.account == account).with_for_update())
         if limit is None:
             return None

@@ -1,64 +1,20 @@
-"""Storage locations: their management, and the live plugin instance behind each one."""
+"""Storage locations: their management, what each holds, and whether a file fits in one."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
-from storage_core.db import connection, transaction
-from storage_core.errors import Conflict, InvalidArgument, NotFound, StorageUnavailable
+from storage_core.db import transaction
+from storage_core.errors import Conflict, InsufficientStorage, InvalidArgument, NotFound
 from storage_core.models import CopyState, File, FileCopy, StorageLocation
-from storage_core.plugin import LocationPlugin, PluginRegistry
-
-
-class LocationDirectory:
-    """One plugin instance per location configuration, shared by the threads/greenlets of a process."""
-
-    def __init__(self, registry: PluginRegistry):
-        self.registry = registry
-        self._instances: dict[int, tuple[str, LocationPlugin]] = {}
-        self._by_version: dict[int, tuple[object, LocationPlugin]] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _fingerprint(location: StorageLocation) -> str:
-        raw = json.dumps([location.plugin, location.config], sort_keys=True, default=str)
-        return hashlib.sha256(raw.encode()).hexdigest()
-
-    def plugin_for_id(self, engine: Engine, location_id: int, version: object) -> LocationPlugin:
-        """The plugin of a location known by id and version (``updated_at``): no query unless it changed."""
-        cached = self._by_version.get(location_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        with connection(engine) as conn, Session(bind=conn) as session:
-            location = session.get(StorageLocation, location_id)
-        if location is None:
-            raise StorageUnavailable(f"storage location {location_id} is gone")
-        plugin = self.plugin_for(location)
-        self._by_version[location_id] = (version, plugin)
-        return plugin
-
-    def plugin_for(self, location: StorageLocation) -> LocationPlugin:
-        fingerprint = self._fingerprint(location)
-        cached = self._instances.get(location.id)
-        if cached and cached[0] == fingerprint:
-            return cached[1]
-        with self._lock:
-            cached = self._instances.get(location.id)
-            if cached and cached[0] == fingerprint:
-                return cached[1]
-            instance = self.registry.get(location.plugin)(location.config)
-            if cached:
-                cached[1].close()
-            self._instances[location.id] = (fingerprint, instance)
-            return instance
+from storage_core.names import validate_location_name
+from storage_core.plugin import PluginRegistry
+from storage_core.services.sources import serving_order
 
 
 def location_view(location: StorageLocation, registry: PluginRegistry, used_size: int = 0,
@@ -98,6 +54,18 @@ def usage(session: Session, location_ids: list[int] | None = None) -> dict[int, 
     return {row[0]: (int(row[1]), int(row[2])) for row in session.execute(query)}
 
 
+def require_room(session: Session, location: StorageLocation, size: int,
+                 used: dict[int, tuple[int, int]] | None = None) -> None:
+    """``InsufficientStorage`` unless ``size`` more bytes fit within the location's capacity.
+
+    ``used``: figures of ``usage`` already read in this transaction (one query for many locations)."""
+    if location.capacity is None:
+        return
+    figures = used if used is not None else usage(session, [location.id])
+    if figures.get(location.id, (0, 0))[0] + size > location.capacity:
+        raise InsufficientStorage(f"location {location.name!r} has no room for {size} bytes")
+
+
 @profile("storage")
 class LocationService:
     def __init__(self, session_factory: sessionmaker[Session], registry: PluginRegistry):
@@ -110,10 +78,7 @@ class LocationService:
 
     def list(self) -> list[dict[str, Any]]:
         with transaction(self.session_factory) as session:
-            locations = session.scalars(
-                select(StorageLocation).order_by(StorageLocation.tier.desc(), StorageLocation.priority,
-                                                 StorageLocation.name)
-            ).all()
+            locations = session.scalars(select(StorageLocation).order_by(*serving_order())).all()
             figures = usage(session)
             return [location_view(loc, self.registry, *figures.get(loc.id, (0, 0))) for loc in locations]
 
@@ -122,6 +87,7 @@ class LocationService:
             return self._view(session, get_location(session, name))
 
     def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        validate_location_name(data["name"])
         plugin_cls = self.registry.get(data["plugin"])
         config = plugin_cls.validate_config(data["config"])
         try:

@@ -1,8 +1,8 @@
 """Read quota: charging a read (check, consume and record in one transaction), refunds, and bill queries.
 
-A charge of ``n`` bytes takes, in this order, the month's charged quota, the month's free quota, then
-the bucket's one-time free quota (Greenfield v1.10). The read record is inserted in the same
-transaction as the consumption. Two ways, both exact under any concurrency on any number of instances:
+Which quota pays for how much of a read is ``storage_core.accounting``'s rule; this module applies it
+to a month row it holds locked, and inserts the read record in the same transaction. Two ways, both
+exact under any concurrency on any number of instances:
 
 - **combined charges (PostgreSQL)**: the charges that arrive together for one bucket in one worker are
   decided in one transaction that holds the month row's lock (``SELECT ... FOR UPDATE``): admission and
@@ -10,32 +10,31 @@ transaction as the consumption. Two ways, both exact under any concurrency on an
   of a bucket queues on that row's lock, so one transaction (one commit, one fsync) for a whole batch
   instead of one per read is what lets reads of one bucket scale. Requests are admitted smallest first:
   when one is refused, no other refused one would have fit either.
-- **one conditional UPDATE (SQLite, and inside a caller's transaction)**: the WHERE clause checks that
-  enough is left and the SET clause splits the charge, from the row as the UPDATE holds its lock.
+- **one charge per transaction (SQLite)**: the transaction begins with the write lock (``BEGIN
+  IMMEDIATE``, see ``db.make_engine``), reads the month row, splits, updates and records.
 
-Nothing is ever read and written back without the row's lock.
+Nothing is ever read and written back without the row's (or the database's) lock.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Connection, Engine, and_, case, delete, literal, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage_core.accounting import Left, Split, split_charge, split_refund
+from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.db import connection, transaction
 from storage_core.errors import InvalidArgument, QuotaExceeded
 from storage_core.metrics import QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
 from storage_core.services.buckets import get_bucket
 from storage_core.services.combiner import Combiner
-from storage_core.timeutil import now_us, year_month_of
+from storage_core.timeutil import now_us, seconds_to_next_month, year_month_of
 
 T = BucketTraffic
 
@@ -88,30 +87,24 @@ class Charge:
     record_id: int
     bucket_id: int
     year_month: str
-    size: int
-    charged_part: int
-    monthly_free_part: int
-    free_part: int
+    split: Split
+
+    @property
+    def size(self) -> int:
+        return self.split.total
 
 
-def _positive(expr: ColumnElement[int]) -> ColumnElement[int]:
-    return case((expr > 0, expr), else_=literal(0))
+def quota_exceeded(size: int, timestamp_us: int) -> QuotaExceeded:
+    """The refusal of a read: the quota comes back with the next UTC month, so that is when to retry."""
+    QUOTA_REJECTIONS.inc()
+    return QuotaExceeded(f"not enough read quota left this month for {size} bytes",
+                         headers={"Retry-After": str(seconds_to_next_month(timestamp_us))})
 
 
-def _least(a: ColumnElement[int], b: ColumnElement[int]) -> ColumnElement[int]:
-    return case((a <= b, a), else_=b)
-
-
-def charge_split(n: ColumnElement[int]) -> tuple[ColumnElement[int], ColumnElement[int], ColumnElement[int],
-                                                   ColumnElement[int]]:
-    """SQL expressions (over the row's current values) for the split of a charge of ``n`` bytes."""
-    charged_left = _positive(T.charged_quota_size - T.charged_consumed_size)
-    monthly_left = _positive(T.monthly_free_quota_size - T.monthly_free_consumed_size)
-    charged = _least(n, charged_left)
-    monthly = _least(n - charged, monthly_left)
-    free = n - charged - monthly
-    enough = charged_left + monthly_left + T.free_quota_remaining >= n
-    return charged, monthly, free, enough
+def left_of(row: Any) -> Left:
+    """What a month row (a ``BucketTraffic`` or a row of its columns) has left."""
+    return Left.of_month(row.charged_quota_size, row.charged_consumed_size, row.monthly_free_quota_size,
+                         row.monthly_free_consumed_size, row.free_quota_remaining)
 
 
 def create_month_row(session: Session, bucket_id: int, year_month: str) -> None:
@@ -134,12 +127,19 @@ def create_month_row(session: Session, bucket_id: int, year_month: str) -> None:
             bucket_id=bucket_id, year_month=year_month, charged_quota_size=bucket.charged_read_quota,
             charged_consumed_size=0, monthly_free_quota_size=bucket.monthly_free_read_quota,
             monthly_free_consumed_size=0, free_quota_remaining=carried, free_consumed_size=0,
-            last_charged_part=0, last_monthly_free_part=0, last_free_part=0,
         ).on_conflict_do_nothing()
     ).rowcount
     if inserted and previous is not None and previous.year_month < year_month:
         session.execute(update(T).where(T.bucket_id == bucket_id, T.year_month == previous.year_month)
                         .values(free_quota_remaining=0).execution_options(synchronize_session=False))
+
+
+def consume(split: Split) -> dict[str, Any]:
+    """The relative SET clause that consumes ``split`` from a month row."""
+    return {"charged_consumed_size": T.charged_consumed_size + split.charged,
+            "monthly_free_consumed_size": T.monthly_free_consumed_size + split.monthly_free,
+            "free_quota_remaining": T.free_quota_remaining - split.free,
+            "free_consumed_size": T.free_consumed_size + split.free}
 
 
 class QuotaService:
@@ -151,23 +151,23 @@ class QuotaService:
         # combined charges begin and commit their transaction themselves (see BEGIN_AND_LOCK_MONTH)
         self.autocommit_engine = autocommit_engine or session_factory.kw["bind"].execution_options(
             isolation_level="AUTOCOMMIT")
-        self.clock = clock  # microseconds since the epoch; tests move it across months
-        self._combiner = Combiner(self._charge_batch)
-        self._combine: bool | None = None
+        self.clock = clock  # microseconds since the epoch (the container's clock provider)
+        self._combiner: Combiner[Charge] = Combiner(self.charge_together)
+        self._combine = self.autocommit_engine.dialect.name == "postgresql"
 
     # ---- checker -----------------------------------------------------------------------------------
 
     def charge(self, request: ReadRequest) -> Charge:
         """Charge one read in a transaction of its own (or shared with concurrent reads of its bucket)."""
         timestamp_us = self.clock()
-        if self._combine is None:
-            self._combine = self.session_factory.kw["bind"].dialect.name == "postgresql"
         if self._combine:
             return self._combiner.submit((request.bucket_id, year_month_of(timestamp_us)), (request, timestamp_us))
         with transaction(self.session_factory) as session:
-            return self.charge_in(session, request, timestamp_us)
+            return self._charge_one(session, request, timestamp_us)
 
-    def _charge_batch(self, key: tuple[int, str], batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
+    def charge_together(self, key: tuple[int, str], batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
+        """Charges of one bucket and month in one transaction (PostgreSQL): each gets its ``Charge`` or
+        its ``QuotaExceeded``, smallest first while they fit."""
         bucket_id, year_month = key
         with connection(self.autocommit_engine) as conn:
             try:
@@ -185,12 +185,7 @@ class QuotaService:
                 create_month_row(session, bucket_id, year_month)
                 if session.get(BucketTraffic, (bucket_id, year_month)) is None:  # the bucket is gone
                     return [QuotaExceeded("the bucket no longer exists") for _ in batch]
-            return self._charge_batch(key, batch)
-        for position, result in enumerate(results):
-            if isinstance(result, QuotaExceeded):
-                QUOTA_REJECTIONS.inc()
-                results[position] = QuotaExceeded(
-                    f"not enough read quota left this month for {batch[position][0].size} bytes")
+            return self.charge_together(key, batch)
         return results
 
     @staticmethod
@@ -198,105 +193,74 @@ class QuotaService:
                batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
         """Admit the smallest requests first while they fit in what the locked row has left; round trip 2
         consumes, records and commits."""
-        charged_quota, charged_consumed, monthly_quota, monthly_consumed, free_remaining, ids = row
-        charged_left = max(charged_quota - charged_consumed, 0)
-        monthly_left = max(monthly_quota - monthly_consumed, 0)
-        available = charged_left + monthly_left + free_remaining
-        results: list[Charge | Exception] = [QuotaExceeded("")] * len(batch)
-        admitted: list[tuple[int, int, int, int]] = []  # (position, charged, monthly, free)
-        used = 0
+        left, ids = left_of(row), row[-1]
+        admitted: list[tuple[int, Split]] = []
         for position in sorted(range(len(batch)), key=lambda i: (batch[i][0].size, i)):
-            size = batch[position][0].size
-            if used + size > available:
+            split = split_charge(batch[position][0].size, left)
+            if split is None:
                 break  # smallest first: nothing after this fits either
-            charged = max(0, min(size, charged_left - used))
-            monthly = max(0, min(used + size, charged_left + monthly_left) - max(used, charged_left))
-            admitted.append((position, charged, monthly, size - charged - monthly))
-            used += size
+            admitted.append((position, split))
+            left = left.after(split)
         if not admitted:
             conn.exec_driver_sql("ROLLBACK")
-            return results
-        totals = [sum(a[i] for a in admitted) for i in (1, 2, 3)]
-        values: list[Any] = [totals[0], totals[1], totals[2], totals[2], bucket_id, year_month]
-        for (p, c, m, f), record_id in zip(admitted, ids, strict=False):
-            request, timestamp_us = batch[p]
+            return [quota_exceeded(request.size, timestamp_us) for request, timestamp_us in batch]
+        total = sum((split for _, split in admitted), Split())
+        values: list[Any] = [total.charged, total.monthly_free, total.free, total.free, bucket_id, year_month]
+        charges: dict[int, Charge] = {}
+        for (position, split), record_id in zip(admitted, ids, strict=False):
+            request, timestamp_us = batch[position]
             values += [record_id, bucket_id, year_month, request.object_name, request.object_id, request.checksum,
-                       request.account, timestamp_us, request.size, c, m, f]
-            results[p] = Charge(record_id, bucket_id, year_month, request.size, c, m, f)
+                       request.account, timestamp_us, request.size, split.charged, split.monthly_free, split.free]
+            charges[position] = Charge(record_id, bucket_id, year_month, split)
         conn.exec_driver_sql(CONSUME_RECORD_COMMIT.format(rows=", ".join([RECORD_VALUES] * len(admitted))),
                              tuple(values))
-        return results
+        return [charges.get(position) or quota_exceeded(request.size, timestamp_us)
+                for position, (request, timestamp_us) in enumerate(batch)]
 
-    def charge_in(self, session: Session, request: ReadRequest, timestamp_us: int | None = None) -> Charge:
-        """Charge one read inside the caller's transaction (one conditional UPDATE), or raise ``QuotaExceeded``."""
-        timestamp_us = self.clock() if timestamp_us is None else timestamp_us
+    def _charge_one(self, session: Session, request: ReadRequest, timestamp_us: int) -> Charge:
+        """Charge one read in ``session``'s transaction, which holds the write lock (SQLite), or raise."""
         year_month = year_month_of(timestamp_us)
-        bucket_id, size = request.bucket_id, request.size
-        n = literal(size, BigInteger)
-        charged, monthly, free, enough = charge_split(n)
-        statement = (
-            update(T)
-            .where(T.bucket_id == bucket_id, T.year_month == year_month, enough)
-            .values(
-                charged_consumed_size=T.charged_consumed_size + charged,
-                monthly_free_consumed_size=T.monthly_free_consumed_size + monthly,
-                free_quota_remaining=T.free_quota_remaining - free,
-                free_consumed_size=T.free_consumed_size + free,
-                last_charged_part=charged,
-                last_monthly_free_part=monthly,
-                last_free_part=free,
-            )
-            .returning(T.last_charged_part, T.last_monthly_free_part, T.last_free_part)
-            .execution_options(synchronize_session=False)
-        )
-        parts = session.execute(statement).first()
-        if parts is None:
-            # no row for this month yet, or not enough quota: create the row (idempotent) and try once more
-            create_month_row(session, bucket_id, year_month)
-            parts = session.execute(statement).first()
-        if parts is None:
-            QUOTA_REJECTIONS.inc()
-            raise QuotaExceeded(f"not enough read quota left this month for {size} bytes")
+        month = session.get(T, (request.bucket_id, year_month), with_for_update=True)
+        if month is None:
+            create_month_row(session, request.bucket_id, year_month)
+            month = session.get(T, (request.bucket_id, year_month), with_for_update=True)
+        split = split_charge(request.size, left_of(month)) if month is not None else None
+        if split is None:
+            raise quota_exceeded(request.size, timestamp_us)
+        session.execute(update(T).where(T.bucket_id == request.bucket_id, T.year_month == year_month)
+                        .values(**consume(split)).execution_options(synchronize_session=False))
         record = ReadRecord(
-            bucket_id=bucket_id, year_month=year_month, object_name=request.object_name,
+            bucket_id=request.bucket_id, year_month=year_month, object_name=request.object_name,
             object_id=request.object_id, checksum=request.checksum, account=request.account,
-            timestamp_us=timestamp_us, read_size=size,
-            charged_size=parts[0], monthly_free_size=parts[1], free_size=parts[2],
+            timestamp_us=timestamp_us, read_size=request.size,
+            charged_size=split.charged, monthly_free_size=split.monthly_free, free_size=split.free,
         )
         session.add(record)
         session.flush()
-        return Charge(record.id, bucket_id, year_month, size, parts[0], parts[1], parts[2])
+        return Charge(record.id, request.bucket_id, year_month, split)
 
     def refund(self, charge: Charge, undelivered: int) -> None:
         """Give back bytes that were charged but not delivered, newest quota first; fix the record."""
-        undelivered = min(undelivered, charge.size)
-        if undelivered <= 0:
+        back = split_refund(undelivered, charge.split)
+        if not back.total:
             return
-        free = min(undelivered, charge.free_part)
-        monthly = min(undelivered - free, charge.monthly_free_part)
-        charged = undelivered - free - monthly
         with transaction(self.session_factory) as session:
             session.execute(
                 update(T)
                 .where(T.bucket_id == charge.bucket_id, T.year_month == charge.year_month)
-                .values(
-                    charged_consumed_size=T.charged_consumed_size - charged,
-                    monthly_free_consumed_size=T.monthly_free_consumed_size - monthly,
-                    free_quota_remaining=T.free_quota_remaining + free,
-                    free_consumed_size=T.free_consumed_size - free,
-                )
+                .values(**consume(Split(-back.charged, -back.monthly_free, -back.free)))
                 .execution_options(synchronize_session=False)
             )
-            if undelivered == charge.size:
+            if back.total == charge.size:
                 session.execute(delete(ReadRecord).where(ReadRecord.id == charge.record_id))
             else:
                 session.execute(
                     update(ReadRecord)
                     .where(ReadRecord.id == charge.record_id)
-                    .values(read_size=ReadRecord.read_size - undelivered,
-                            charged_size=ReadRecord.charged_size - charged,
-                            monthly_free_size=ReadRecord.monthly_free_size - monthly,
-                            free_size=ReadRecord.free_size - free)
+                    .values(read_size=ReadRecord.read_size - back.total,
+                            charged_size=ReadRecord.charged_size - back.charged,
+                            monthly_free_size=ReadRecord.monthly_free_size - back.monthly_free,
+                            free_size=ReadRecord.free_size - back.free)
                     .execution_options(synchronize_session=False)
                 )
 
@@ -307,31 +271,26 @@ class QuotaService:
         with transaction(self.session_factory) as session:
             bucket = get_bucket(session, bucket_name)
             row = session.get(T, (bucket.id, year_month))
-            if row is None:
+            if row is None:  # no read yet: the figures the month will start with
                 carried = session.scalar(
                     select(T.free_quota_remaining)
                     .where(T.bucket_id == bucket.id, T.year_month < year_month)
                     .order_by(T.year_month.desc()).limit(1))
-                figures = {
-                    "charged_quota_size": bucket.charged_read_quota, "charged_consumed_size": 0,
-                    "monthly_free_quota_size": bucket.monthly_free_read_quota, "monthly_free_consumed_size": 0,
-                    "sp_free_quota_size": bucket.free_read_quota if carried is None else carried,
-                    "free_consumed_size": 0,
-                }
-            else:
-                figures = {
-                    "charged_quota_size": row.charged_quota_size,
-                    "charged_consumed_size": row.charged_consumed_size,
-                    "monthly_free_quota_size": row.monthly_free_quota_size,
-                    "monthly_free_consumed_size": row.monthly_free_consumed_size,
-                    "sp_free_quota_size": row.free_quota_remaining,
-                    "free_consumed_size": row.free_consumed_size,
-                }
+                row = T(charged_quota_size=bucket.charged_read_quota, charged_consumed_size=0,
+                        monthly_free_quota_size=bucket.monthly_free_read_quota, monthly_free_consumed_size=0,
+                        free_quota_remaining=bucket.free_read_quota if carried is None else carried,
+                        free_consumed_size=0)
+            figures = {
+                "charged_quota_size": row.charged_quota_size,
+                "charged_consumed_size": row.charged_consumed_size,
+                "monthly_free_quota_size": row.monthly_free_quota_size,
+                "monthly_free_consumed_size": row.monthly_free_consumed_size,
+                "sp_free_quota_size": row.free_quota_remaining,
+                "free_consumed_size": row.free_consumed_size,
+            }
+            remain = left_of(row).total
         consumed = (figures["charged_consumed_size"] + figures["monthly_free_consumed_size"]
                     + figures["free_consumed_size"])
-        remain = (max(figures["charged_quota_size"] - figures["charged_consumed_size"], 0)
-                  + max(figures["monthly_free_quota_size"] - figures["monthly_free_consumed_size"], 0)
-                  + figures["sp_free_quota_size"])
         return {"bucket": bucket_name, "year_month": year_month, **figures,
                 "consumed_size": consumed, "remain_quota_size": remain}
 
@@ -340,7 +299,7 @@ class QuotaService:
         """Records in ``[start_us, end_us)`` by (timestamp, id): the cursor resumes exactly after the last."""
         if start_us > end_us:
             raise InvalidArgument("start_timestamp_us must not be greater than end_timestamp_us")
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor, int, int) if cursor else None
         with transaction(self.session_factory) as session:
             bucket = get_bucket(session, bucket_name)
             query = select(ReadRecord).where(
@@ -369,19 +328,3 @@ class QuotaService:
             # records can share that timestamp, so only next_cursor resumes without repeats.
             "next_start_timestamp_us": rows[-1].timestamp_us if more else 0,
         }
-
-
-def encode_cursor(timestamp_us: int, record_id: int) -> str:
-    raw = json.dumps([timestamp_us, record_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        ts, rid = json.loads(raw)
-        if not (isinstance(ts, int) and isinstance(rid, int)):
-            raise ValueError
-        return ts, rid
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise InvalidArgument("cursor is not one this service returned") from None

@@ -1,75 +1,24 @@
-"""Reading a file's bytes: the copies in serving order, and a reader that verifies and fails over per block."""
+"""Reading a file's bytes: a reader that verifies every block and fails over to the next copy per block."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-
-from sqlalchemy import case, select
-from sqlalchemy.orm import Session
 
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
 from storage_core.integrity import BLOCK_HASHES, DIGEST_SIZE
+from storage_core.layout import FileLayout, block_span, global_block_index, split_range
 from storage_core.metrics import BYTES_SERVED, FAILOVERS
-from storage_core.models import CopyState, File, FileCopy, StorageLocation
-from storage_core.plugin import LocationPlugin
-from storage_core.ranges import block_span, global_block_index, split_range
+from storage_core.services.sources import Source
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class FileLayout:
-    """What a reader needs to know of a file; detached from any database session."""
-
-    checksum: str
-    size: int
-    piece_size: int
-    block_size: int
-    block_digests: bytes
-    block_hash: str  # the name in storage_core.integrity.BLOCK_HASHES the digests were made with
-
-    @classmethod
-    def of(cls, file: File) -> FileLayout:
-        return cls(file.checksum, file.size, file.piece_size, file.block_size, file.block_digests, file.block_hash)
-
-    def piece_length(self, index: int) -> int:
-        return min(self.piece_size, self.size - index * self.piece_size)
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One copy of a file, as a candidate to read from."""
-
-    copy_id: int
-    location_id: int
-    location: str
-    tier: str
-    plugin: LocationPlugin
-
-
-def serving_order():  # type: ignore[no-untyped-def]
-    """Hot before cold, then priority (0 first); the id breaks ties so the order is stable."""
-    return (case((StorageLocation.tier == "hot", 0), else_=1), StorageLocation.priority, StorageLocation.id)
-
-
-def servable_copies(session: Session, checksum: str) -> list[tuple[FileCopy, StorageLocation]]:
-    rows = session.execute(
-        select(FileCopy, StorageLocation)
-        .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
-        .where(FileCopy.checksum == checksum, FileCopy.state.in_(CopyState.SERVABLE),
-               StorageLocation.enabled.is_(True))
-        .order_by(*serving_order())
-    ).all()
-    return [(row[0], row[1]) for row in rows]
 
 
 FailureHook = Callable[[Source, StorageUnavailable], None]
 
 
 class VerifiedReader:
-    """Streams byte ranges of one file, block by block, each block checked against its recorded sha256.
+    """Streams byte ranges of one file, block by block, each block checked against its recorded digest.
 
     A block that cannot be read from a copy, or does not match, is read from the next copy; a copy
     that is unreachable is not asked again during this read. Memory is bounded by one block.

@@ -11,19 +11,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiles import profile
 from storage_core.db import transaction
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
+from storage_core.layout import FileLayout
 from storage_core.models import CopyState, File, FileCopy, StorageLocation
 from storage_core.services.content import IterStream, lock_file
-from storage_core.services.locations import LocationDirectory
-from storage_core.services.reader import FileLayout, Source, VerifiedReader, servable_copies
+from storage_core.services.reader import VerifiedReader
+from storage_core.services.sources import PluginCache, Source
 
 log = logging.getLogger(__name__)
 
 
 @profile("storage")
 class Scrubber:
-    def __init__(self, session_factory: sessionmaker[Session], directory: LocationDirectory):
+    def __init__(self, session_factory: sessionmaker[Session], plugins: PluginCache):
         self.session_factory = session_factory
-        self.directory = directory
+        self.plugins = plugins
 
     def verify(self, location: str | None = None, repair: bool = False) -> dict[str, Any]:
         """Check every stored or corrupt copy (of one location, or all); with ``repair``, rewrite the bad
@@ -45,7 +46,7 @@ class Scrubber:
                     continue
                 layout = FileLayout.of(file)
             report["copies_checked"] += 1
-            source = Source(copy_id, loc.id, loc.name, loc.tier, self.directory.plugin_for(loc))
+            source = self.plugins.source(copy_id, loc)
             try:
                 bad = self._bad_pieces(layout, source)
             except StorageUnavailable as exc:
@@ -71,10 +72,9 @@ class Scrubber:
         failures: list[StorageUnavailable] = []
         reader = VerifiedReader(layout, [source], lambda _source, exc: failures.append(exc))
         bad = []
-        for index in range(-(-layout.size // layout.piece_size)):
-            start = index * layout.piece_size
+        for index, start, length in layout.pieces():
             try:
-                for _ in reader.iter_range(start, start + layout.piece_length(index)):
+                for _ in reader.iter_range(start, start + length):
                     pass
             except StorageUnavailable:
                 if failures and not isinstance(failures[-1], PieceMissing | CorruptPiece):
@@ -84,8 +84,7 @@ class Scrubber:
 
     def _repair(self, layout: FileLayout, target: Source, pieces: list[int]) -> bool:
         with transaction(self.session_factory) as session:
-            others = [(c, loc) for c, loc in servable_copies(session, layout.checksum) if c.id != target.copy_id]
-            sources = [Source(c.id, loc.id, loc.name, loc.tier, self.directory.plugin_for(loc)) for c, loc in others]
+            sources = self.plugins.servable_sources(session, layout.checksum, excluding=target.copy_id)
         if not sources:
             return False
         reader = VerifiedReader(layout, sources)

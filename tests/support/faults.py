@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.models import BucketTraffic, ReadRecord
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -140,7 +140,7 @@ class KillableMotoServer:
             return conn, address
 
         # serve_forever looks the method up on each accept; none has happened yet
-        server.get_request = get_request  # type: ignore[method-assign]
+        server.get_request = get_request
         self.host, self.port = self._moto.get_host_and_port()
         self.endpoint = f"{self.host}:{self.port}"
         self.alive = True
@@ -176,7 +176,7 @@ def child_pids(pid: int) -> set[int]:
     return children
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; that value, or AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:

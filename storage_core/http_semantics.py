@@ -1,30 +1,25 @@
-"""Pure helpers for byte-range downloads: Range/If-Range/If-None-Match, piece and block maps, multipart."""
+"""HTTP semantics of downloads (RFC 9110), free of the database: ranges, conditions, validators, headers.
+
+Every door (the JSON API, the S3 API) decides ranges and conditional requests with these functions,
+so a Range or an If-None-Match means the same whatever the protocol. Dates and entity tags are parsed
+by werkzeug; what is decided here is the RFC's rules on top of them.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import re
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from urllib.parse import quote
 
-__all__ = [
-    "MAX_RANGE_SPECS",
-    "PieceRange",
-    "block_span",
-    "blocks_per_piece",
-    "content_range",
-    "etag_matches",
-    "global_block_index",
-    "if_range_allows",
-    "multipart_layout",
-    "parse_range_header",
-    "split_range",
-    "unsatisfied_content_range",
-]
+from werkzeug.http import http_date as _werkzeug_http_date
+from werkzeug.http import parse_date, parse_etags
 
-# More specs than this is treated as a malformed header (RFC 9110 section 14.2 lets a server ignore
-# or refuse ranges it considers abusive); ignoring serves 200 with one body, which costs the client
-# nothing legitimate and keeps the multipart response bounded.
+from storage_core.errors import InvalidArgument
+from storage_core.names import is_checksum
+
 MAX_RANGE_SPECS = 100
 
 # OWS is only SP and HTAB (RFC 9110 section 5.6.3); str.strip() would also eat CR/LF, VT and Unicode
@@ -122,72 +117,6 @@ def parse_range_header(value: str | None, size: int) -> list[tuple[int, int]] | 
     return ranges
 
 
-@dataclass(frozen=True, slots=True)
-class PieceRange:
-    """The part of one piece a byte range touches: ``length`` bytes at ``offset`` within piece ``index``."""
-
-    index: int
-    offset: int
-    length: int
-
-
-def split_range(start: int, end: int, piece_size: int) -> list[PieceRange]:
-    """Map the file byte range ``[start, end)`` onto the fixed-size pieces it touches, in order."""
-    if piece_size <= 0:
-        raise ValueError(f"piece_size must be > 0, got {piece_size}")
-    if start < 0 or end < 0 or start > end:
-        raise ValueError(f"invalid range [{start}, {end})")
-    pieces: list[PieceRange] = []
-    pos = start
-    while pos < end:
-        index, offset = divmod(pos, piece_size)
-        length = min(piece_size - offset, end - pos)
-        pieces.append(PieceRange(index, offset, length))
-        pos += length
-    return pieces
-
-
-def blocks_per_piece(piece_size: int, block_size: int) -> int:
-    """Number of integrity blocks in a full piece (the last block may be short)."""
-    if piece_size <= 0 or block_size <= 0:
-        raise ValueError(f"piece_size and block_size must be > 0, got {piece_size}, {block_size}")
-    return -(-piece_size // block_size)
-
-
-def global_block_index(piece_index: int, block_number: int, piece_size: int, block_size: int) -> int:
-    """File-wide number of a block, with every piece reserving ``blocks_per_piece`` slots."""
-    per_piece = blocks_per_piece(piece_size, block_size)
-    if piece_index < 0 or not 0 <= block_number < per_piece:
-        raise ValueError(f"invalid block ({piece_index}, {block_number}) with {per_piece} blocks per piece")
-    # Fixed stride even for the short last piece, so an index never depends on the file size.
-    return piece_index * per_piece + block_number
-
-
-def block_span(
-    piece_index: int, offset: int, length: int, piece_len: int, block_size: int
-) -> list[tuple[int, int, int]]:
-    """Blocks covering a read of ``length`` bytes at ``offset`` in a piece of ``piece_len`` bytes.
-
-    Each is ``(block_number, block_start, block_len)`` within the piece; block ``k`` spans
-    ``[k*block_size, min((k+1)*block_size, piece_len))``, so a block never crosses the piece end.
-    ``piece_index`` is only validated: block coordinates are piece-relative (see global_block_index).
-    """
-    if block_size <= 0:
-        raise ValueError(f"block_size must be > 0, got {block_size}")
-    if piece_index < 0 or piece_len < 0 or offset < 0 or length < 0 or offset + length > piece_len:
-        raise ValueError(
-            f"read of {length} bytes at {offset} does not fit piece {piece_index} of {piece_len} bytes"
-        )
-    if length == 0:
-        return []
-    first = offset // block_size
-    last = (offset + length - 1) // block_size
-    return [
-        (k, k * block_size, min((k + 1) * block_size, piece_len) - k * block_size)
-        for k in range(first, last + 1)
-    ]
-
-
 def content_range(start: int, end: int, size: int) -> str:
     """``Content-Range`` value for the satisfied range ``[start, end)`` (last-pos is inclusive)."""
     if not 0 <= start < end <= size:
@@ -238,8 +167,53 @@ def multipart_layout(
     return parts, closing, total + len(closing)
 
 
+# ---- validators and conditions -----------------------------------------------------------------
+
+# An entity-tag list (RFC 9110 section 8.8.3): werkzeug's parser also takes unquoted words as tags, so
+# a header is handed to it only when it is a well-formed list (etagc excludes DQUOTE but allows ",").
+_ETAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+_ETAG_LIST_RE = re.compile(rf"[ \t,]*{_ETAG}(?:[ \t]*,[ \t,]*{_ETAG})*[ \t,]*")
+
+
 def _is_weak(tag: str) -> bool:
     return tag.startswith("W/")
+
+
+def _opaque(tag: str) -> str:
+    """The opaque part of a quoted entity tag, without ``W/`` and quotes."""
+    return (tag[2:] if _is_weak(tag) else tag)[1:-1]
+
+
+def etag_matches(header: str, etag: str, *, weak: bool = True) -> bool:
+    """Whether an ``If-None-Match`` (weak comparison) or ``If-Match`` (``weak=False``, strong comparison)
+    list holds ``etag`` (RFC 9110 sections 13.1.1, 13.1.2). A malformed list matches nothing."""
+    value = header.strip(_OWS)
+    if value == "*":
+        return True
+    if not _ETAG_LIST_RE.fullmatch(value):
+        return False
+    tags = parse_etags(value)
+    if weak:
+        return tags.contains_weak(_opaque(etag))
+    return not _is_weak(etag) and tags.contains(_opaque(etag))
+
+
+def parse_http_date(value: str | None) -> dt.datetime | None:
+    """An HTTP-date (any of the three forms RFC 9110 section 5.6.7 accepts) as an aware UTC datetime."""
+    if not value:
+        return None
+    try:
+        when = parse_date(value.strip(_OWS))
+    except (OverflowError, ValueError):
+        return None
+    if when is None:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def http_date(value: dt.datetime) -> str:
+    """The IMF-fixdate of ``value`` (seconds, GMT)."""
+    return _werkzeug_http_date(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
 
 
 def if_range_allows(if_range: str | None, etag: str, last_modified_epoch: int) -> bool:
@@ -254,34 +228,93 @@ def if_range_allows(if_range: str | None, etag: str, last_modified_epoch: int) -
     if if_range.startswith(('"', "W/")):
         # Strong comparison: a weak tag on either side never matches.
         return not _is_weak(if_range) and not _is_weak(etag) and if_range == etag
-    try:
-        when = parsedate_to_datetime(if_range)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    when = parse_http_date(if_range)
+    if when is None:
         return False
-    if when is None:  # older Pythons returned None instead of raising
-        return False
-    if when.tzinfo is None:
-        # "-0000" yields a naive datetime; HTTP-dates are always GMT.
-        when = when.replace(tzinfo=UTC)
     try:
         return when.timestamp() == last_modified_epoch
     except (OverflowError, ValueError):
         return False
 
 
-# An entity tag (RFC 9110 section 8.8.3); etagc excludes DQUOTE but allows ",", so lists cannot be
-# split on commas naively.
-_ETAG_RE = re.compile(r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+def not_modified_since(header: str | None, last_modified: dt.datetime) -> bool:
+    """Whether ``If-Modified-Since`` holds a date at or after ``last_modified`` (compared in seconds)."""
+    since = parse_http_date(header)
+    return since is not None and int(last_modified.timestamp()) <= int(since.timestamp())
 
 
-def _opaque(tag: str) -> str:
-    return tag[2:] if _is_weak(tag) else tag
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """The request headers that shape a download."""
+
+    method: str = "GET"
+    range: str | None = None
+    if_range: str | None = None
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
 
 
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """Weak comparison of ``If-None-Match`` against ``etag`` (RFC 9110 section 13.1.2)."""
-    value = if_none_match.strip(_OWS)
-    if value == "*":
-        return True
-    wanted = _opaque(etag)
-    return any(_opaque(tag) == wanted for tag in _ETAG_RE.findall(value))
+def not_modified(conditions: Conditions, etag: str, last_modified: dt.datetime) -> bool:
+    """RFC 9110 13.2.2: If-None-Match takes precedence; If-Modified-Since only without it."""
+    if conditions.if_none_match is not None:
+        return etag_matches(conditions.if_none_match, etag)
+    return not_modified_since(conditions.if_modified_since, last_modified)
+
+
+# ---- representation headers --------------------------------------------------------------------
+
+# Types a browser may display inline without risk of running content from our origin.
+INLINE_SAFE_TYPES = frozenset({
+    "text/plain", "application/pdf", "application/json", "image/png", "image/jpeg", "image/gif",
+    "image/webp", "image/avif", "audio/mpeg", "audio/ogg", "audio/wav", "video/mp4", "video/webm",
+    "video/ogg",
+})
+
+# type "/" subtype, with optional parameters; no control characters (they would end up in headers)
+_MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[^\x00-\x1f\x7f]*)?")
+
+
+def validate_content_type(value: str | None) -> str:
+    """The media type an upload declares (``application/octet-stream`` when it declares none)."""
+    if not value:
+        return "application/octet-stream"
+    value = value.strip()
+    if len(value) > 255 or not _MEDIA_TYPE_RE.fullmatch(value):
+        raise InvalidArgument(f"Content-Type {value!r} is not a valid media type")
+    return value
+
+
+def content_disposition(filename: str, inline: bool) -> str:
+    """RFC 6266 with an ASCII fallback and the RFC 5987 UTF-8 form of the name."""
+    kind = "inline" if inline else "attachment"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%;' else "_" for c in filename) or "download"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def may_be_inline(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() in INLINE_SAFE_TYPES
+
+
+# ---- digests a client declares ------------------------------------------------------------------
+
+def parse_content_md5(value: str | None) -> bytes | None:
+    """The 16-byte digest of a ``Content-MD5`` header (base64, RFC 1864)."""
+    if value is None:
+        return None
+    try:
+        digest = base64.b64decode(value.strip(_OWS), validate=True)
+    except (binascii.Error, ValueError):
+        digest = b""
+    if len(digest) != 16:
+        raise InvalidArgument("Content-MD5 must be the base64 of a 16-byte MD5 digest")
+    return digest
+
+
+def parse_hex_sha256(value: str | None, header: str) -> str | None:
+    """A sha256 given in hex (either case) as the lower-case form checksums have."""
+    if value is None:
+        return None
+    digest = value.strip(_OWS).lower()
+    if not is_checksum(digest):
+        raise InvalidArgument(f"{header} must be 64 hex characters")
+    return digest

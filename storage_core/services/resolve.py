@@ -1,0 +1,179 @@
+"""Resolving a download: which object is read, who pays, and its copies in serving order, in one query.
+
+The statement is built once, from tables rather than ORM entities, so a download pays neither for
+building the query nor for loading entities. On PostgreSQL it is prepared (``db.PreparedQuery``), and
+the downloads by key that arrive in one worker while such a query runs share the next one (a round
+trip costs the worker more CPU than the query costs PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Row, String, and_, bindparam, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from storage_core.auth import AccessPolicy, Principal
+from storage_core.db import PreparedQuery, connection
+from storage_core.errors import Conflict, NotFound, Unauthorized
+from storage_core.layout import FileLayout
+from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.services.combiner import Combiner
+from storage_core.services.permissions import bucket_access
+from storage_core.services.sources import PluginCache, Source, serving_order
+from storage_core.timeutil import as_utc
+
+
+@dataclass(frozen=True, slots=True)
+class ByKey:
+    """An object named by bucket and key (Greenfield GetObject, S3 GetObject)."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ByChecksum:
+    """A file named by its checksum (REGARDS); ``bucket`` chooses the paying bucket."""
+
+    checksum: str
+    bucket: str | None = None
+
+
+Selector = ByKey | ByChecksum
+
+
+@dataclass
+class Target:
+    """What is being read and who pays for it."""
+
+    bucket_id: int
+    bucket: str
+    visibility: str
+    key: str
+    object_id: int
+    content_type: str
+    last_modified: dt.datetime
+    md5: str
+    file: FileLayout
+    sources: list[Source]  # the servable copies, in serving order
+    limited: bool  # the reading account has download limits
+
+
+def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
+    """Objects with bucket, file, servable copies in serving order and the account's limit flag: everything
+    a download needs from the database, in one statement.
+
+    ``batch``: the objects of many downloads at once, given as three arrays (``buckets``, ``keys``,
+    ``accounts``); each row says which download it belongs to in ``request`` (1-based)."""
+    o, b, f, c, loc, lim = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation, AccountLimit))
+    columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at,
+               b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
+               f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash, f.c.md5,
+               c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
+               loc.c.updated_at.label("location_version"), lim.c.account.label("limited")]
+    serving = serving_order(loc.c)
+    if batch:
+        names = ("buckets", "keys", "accounts")
+        want = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in names)).table_valued(
+            "bucket", "key", "account", with_ordinality="request").render_derived(name="want")
+        objects = (want.join(b, b.c.name == want.c.bucket)
+                   .join(o, and_(o.c.bucket_id == b.c.id, o.c.key == want.c.key)))
+        account, columns, order = want.c.account, [want.c.request, *columns], (want.c.request, *serving)
+    else:
+        objects = o.join(b, b.c.id == o.c.bucket_id)
+        account, order = bindparam("account"), (b.c.name, o.c.id, *serving)
+    return (
+        select(*columns)
+        .select_from(
+            objects
+            .join(f, f.c.checksum == o.c.checksum)
+            .outerjoin(c, and_(c.c.checksum == f.c.checksum, or_(*(c.c.state == s for s in CopyState.SERVABLE))))
+            .outerjoin(loc, and_(loc.c.id == c.c.location_id, loc.c.enabled.is_(True)))
+            .outerjoin(lim, lim.c.account == account))
+        .where(*conditions)
+        .order_by(*order)
+    )
+
+
+_o, _b = Object.__table__, Bucket.__table__
+BY_KEY = PreparedQuery("resolve_by_key", _resolve_statement(
+    _b.c.name == bindparam("bucket"), _o.c.key == bindparam("key")))
+# the downloads by key that arrive together in one worker, resolved in one round trip (PostgreSQL)
+BY_KEYS = PreparedQuery("resolve_by_keys", _resolve_statement(batch=True))
+BY_CHECKSUM = PreparedQuery("resolve_by_checksum", _resolve_statement(_o.c.checksum == bindparam("checksum")))
+BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_statement(
+    _o.c.checksum == bindparam("checksum"), _b.c.name == bindparam("bucket")))
+
+
+class Resolver:
+    """Finds the target of a download and checks that the principal may read it."""
+
+    def __init__(self, autocommit_engine: Engine, plugins: PluginCache, policy: AccessPolicy):
+        self.engine = autocommit_engine
+        self.plugins = plugins
+        self.policy = policy
+        self._batched = autocommit_engine.dialect.name == "postgresql"
+        self._combiner: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch)
+
+    def resolve(self, selector: Selector, principal: Principal) -> Target:
+        if isinstance(selector, ByKey):
+            return self._by_key(selector.bucket, selector.key, principal)
+        return self._by_checksum(selector.checksum, selector.bucket, principal)
+
+    def _rows_by_key(self, bucket: str, key: str, account: str) -> list[Row[Any]]:
+        if self._batched:
+            return self._combiner.submit(BY_KEYS.name, (bucket, key, account))
+        with connection(self.engine) as conn:
+            return BY_KEY.all(conn, bucket=bucket, key=key, account=account)
+
+    def _resolve_batch(self, _name: str, wanted: list[tuple[str, str, str]]) -> list[list[Row[Any]] | Exception]:
+        with connection(self.engine) as conn:
+            rows = BY_KEYS.all(conn, buckets=[w[0] for w in wanted], keys=[w[1] for w in wanted],
+                               accounts=[w[2] for w in wanted])
+        found: list[Any] = [[] for _ in wanted]
+        for row in rows:
+            found[row.request - 1].append(row)
+        return found
+
+    def _target(self, rows: list[Any]) -> Target:
+        first = rows[0]
+        sources = [self.plugins.source_of_row(self.engine, row)
+                   for row in rows if row.object_id == first.object_id and row.location_id is not None]
+        return Target(first.bucket_id, first.bucket, first.visibility, first.key, first.object_id,
+                      first.content_type, as_utc(first.created_at), first.md5, FileLayout.of(first), sources,
+                      limited=first.limited is not None)
+
+    def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:
+        rows = self._rows_by_key(bucket, key, principal.account)
+        if not rows:
+            with connection(self.engine) as conn:
+                found = bucket_access(conn, bucket)
+            # who may not read the bucket may not learn which keys exist in it either
+            self.policy.require_read(principal, bucket, found.owner, found.visibility, key)
+            raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
+        self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
+        return self._target(rows)
+
+    def _by_checksum(self, checksum: str, bucket: str | None, principal: Principal) -> Target:
+        with connection(self.engine) as conn:
+            if bucket is None:
+                rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
+            else:
+                rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
+        readable = [row for row in rows
+                    if self.policy.can_read(principal, row.bucket, row.owner, row.visibility, row.key)]
+        if rows and not readable and not principal.authenticated:
+            raise Unauthorized("authentication required to read this file")
+        if not readable:
+            where = f" in bucket {bucket!r}" if bucket else ""
+            raise NotFound(f"no object with checksum {checksum}{where}")
+        buckets = sorted({row.bucket for row in readable})
+        if len(buckets) > 1:
+            raise Conflict(
+                f"checksum {checksum} is in several buckets; choose the paying one with ?bucket=",
+                extra={"buckets": buckets},
+            )
+        return self._target(readable)

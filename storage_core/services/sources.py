@@ -1,0 +1,101 @@
+"""Where a file's bytes can be read from: the plugin of each location, its copies as sources, the serving order.
+
+The serving order (hot before cold, then priority, 0 first, the id breaking ties) is defined here once
+and used by every query that lists copies: the download path's resolving statement, copies, repairs
+and the file metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, case, select
+from sqlalchemy.orm import Session
+
+from storage_core.db import connection
+from storage_core.errors import StorageUnavailable
+from storage_core.models import CopyState, FileCopy, StorageLocation
+from storage_core.plugin import LocationPlugin, PluginRegistry
+
+
+def serving_order(location: Any = StorageLocation) -> tuple[Any, ...]:
+    """ORDER BY terms over a location (the ORM class or its table's columns ``.c``) in serving order."""
+    return (case((location.tier == "hot", 0), else_=1), location.priority, location.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One copy of a file, as a candidate to read from."""
+
+    copy_id: int
+    location_id: int
+    location: str
+    tier: str
+    plugin: LocationPlugin
+
+
+class PluginCache:
+    """One plugin instance per location configuration, shared by the threads/greenlets of a process."""
+
+    def __init__(self, registry: PluginRegistry):
+        self.registry = registry
+        self._instances: dict[int, tuple[str, LocationPlugin]] = {}
+        self._by_version: dict[int, tuple[object, LocationPlugin]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _fingerprint(location: StorageLocation) -> str:
+        raw = json.dumps([location.plugin, location.config], sort_keys=True, default=str)
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def plugin_for(self, location: StorageLocation) -> LocationPlugin:
+        fingerprint = self._fingerprint(location)
+        cached = self._instances.get(location.id)
+        if cached and cached[0] == fingerprint:
+            return cached[1]
+        with self._lock:
+            cached = self._instances.get(location.id)
+            if cached and cached[0] == fingerprint:
+                return cached[1]
+            instance = self.registry.get(location.plugin)(location.config)
+            if cached:
+                cached[1].close()
+            self._instances[location.id] = (fingerprint, instance)
+            return instance
+
+    def plugin_for_id(self, engine: Engine, location_id: int, version: object) -> LocationPlugin:
+        """The plugin of a location known by id and version (``updated_at``): no query unless it changed."""
+        cached = self._by_version.get(location_id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        with connection(engine) as conn, Session(bind=conn) as session:
+            location = session.get(StorageLocation, location_id)
+        if location is None:
+            raise StorageUnavailable(f"storage location {location_id} is gone")
+        plugin = self.plugin_for(location)
+        self._by_version[location_id] = (version, plugin)
+        return plugin
+
+    def source(self, copy_id: int, location: StorageLocation) -> Source:
+        return Source(copy_id, location.id, location.name, location.tier, self.plugin_for(location))
+
+    def source_of_row(self, engine: Engine, row: Any) -> Source:
+        """The source of a resolving row (``copy_id``, ``location_id``, ``location``, ``tier``,
+        ``location_version``), without loading the location unless its configuration changed."""
+        return Source(row.copy_id, row.location_id, row.location, row.tier,
+                      self.plugin_for_id(engine, row.location_id, row.location_version))
+
+    def servable_sources(self, session: Session, checksum: str, *, excluding: int | None = None) -> list[Source]:
+        """The copies of a file that can serve, in serving order (``excluding`` one copy id)."""
+        rows = session.execute(
+            select(FileCopy.id, StorageLocation)
+            .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
+            .where(FileCopy.checksum == checksum, FileCopy.state.in_(CopyState.SERVABLE),
+                   StorageLocation.enabled.is_(True))
+            .order_by(*serving_order())
+        ).all()
+        return [self.source(copy_id, location) for copy_id, location in rows if copy_id != excluding]

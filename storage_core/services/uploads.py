@@ -1,0 +1,109 @@
+"""Uploads: a door hands a stream, the digests the client declared and the metadata; the object is stored.
+
+The body is spooled to disk while its digests are computed, verified against what the client declared
+(``BadDigest``: nothing stored), cut into pieces and written once per target location (content
+addressing: a location that has the content already is not written again), then the key is pointed
+at the content in one transaction. Nothing is left behind on failure; ``storage-admin gc`` removes
+what a crash leaves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from profiles import profile
+from storage_core.db import transaction
+from storage_core.errors import StorageUnavailable
+from storage_core.models import Bucket, File, Object, StorageLocation
+from storage_core.names import validate_key
+from storage_core.services.buckets import get_bucket
+from storage_core.services.content import ContentStore
+from storage_core.services.objects import object_view
+from storage_core.settings import Settings
+from storage_core.spool import Digests, Spool
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMetadata:
+    """What an upload says of its object besides the bytes."""
+
+    content_type: str = "application/octet-stream"
+
+
+NO_DIGESTS = Digests()
+DEFAULT_METADATA = ObjectMetadata()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    view: dict[str, Any]  # the object JSON of the native API
+    created: bool  # False when it replaced an object of the same key
+
+
+def target_locations(session: Session, bucket: Bucket) -> list[StorageLocation]:
+    """The bucket's locations, or every enabled location when it names none."""
+    locations = [loc for loc in bucket.locations if loc.enabled]
+    if not bucket.locations:
+        locations = list(session.scalars(select(StorageLocation).where(StorageLocation.enabled.is_(True))
+                                         .order_by(StorageLocation.id)))
+    if not locations:
+        raise StorageUnavailable(f"bucket {bucket.name!r} has no enabled storage location to write to")
+    return locations
+
+
+@profile("storage")
+class UploadService:
+    def __init__(self, session_factory: sessionmaker[Session], settings: Settings, content: ContentStore):
+        self.session_factory = session_factory
+        self.settings = settings
+        self.content = content
+
+    def put(self, bucket_name: str, key: str, stream: BinaryIO, *, length: int | None,
+            expected: Digests = NO_DIGESTS, metadata: ObjectMetadata = DEFAULT_METADATA) -> StoredObject:
+        """Store the body as the object ``key`` of the bucket. Nothing is kept on failure."""
+        validate_key(key)
+        # fail before reading a large body; the bucket and its locations are looked up once
+        with transaction(self.session_factory) as session:
+            bucket = get_bucket(session, bucket_name)
+            locations = target_locations(session, bucket)
+            bucket_id = bucket.id
+        with Spool(self.settings.spool_dir, self.settings.piece_size, self.settings.block_size) as spool:
+            spool.receive(stream, length, self.settings.max_upload_size)
+            spool.verify(expected)
+            owner = uuid.uuid4().hex
+            with transaction(self.session_factory) as session:
+                pending = self.content.reserve(session, spool, locations, owner)
+                if not pending:  # every location already holds the content: link it and finish
+                    view, replaced = self._link(session, bucket_id, bucket_name, key, spool.sha256, metadata)
+            if pending:
+                self.content.write(spool, pending)
+                try:
+                    with transaction(self.session_factory) as session:
+                        self.content.mark_stored(session, pending)
+                        view, replaced = self._link(session, bucket_id, bucket_name, key, spool.sha256, metadata)
+                except Exception:
+                    self.content.abandon(spool.sha256, pending)
+                    raise
+        if replaced is not None and replaced != view["checksum"]:
+            self.content.release(replaced)
+        return StoredObject(view, replaced is None)
+
+    @staticmethod
+    def _link(session: Session, bucket_id: int, bucket_name: str, key: str, checksum: str,
+              metadata: ObjectMetadata) -> tuple[dict[str, Any], str | None]:
+        """Point the key at the content; returns (object JSON, checksum of the object it replaced)."""
+        previous = session.scalar(select(Object).where(Object.bucket_id == bucket_id, Object.key == key)
+                                  .with_for_update())
+        if previous is not None:
+            session.delete(previous)
+            session.flush()
+        obj = Object(bucket_id=bucket_id, key=key, checksum=checksum, content_type=metadata.content_type)
+        session.add(obj)
+        session.flush()
+        file = session.get(File, checksum)
+        return object_view(obj, bucket_name, file), (previous.checksum if previous is not None else None)

@@ -1,0 +1,1 @@
+"""Test support: live servers, S3 server, tokens."""
