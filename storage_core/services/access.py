@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
 from storage_core.db import transaction
-from storage_core.errors import NotFound
+from storage_core.errors import BucketNotFound
 from storage_core.models import Bucket
 
 
@@ -20,7 +20,7 @@ class AccessService:
         with transaction(self.session_factory) as session:
             row = session.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == name)).first()
         if row is None:
-            raise NotFound(f"bucket {name!r} does not exist")
+            raise BucketNotFound(f"bucket {name!r} does not exist")
         return row[0], row[1]
 
     def require_manage(self, principal: Principal, bucket: str) -> None:

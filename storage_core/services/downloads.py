@@ -24,7 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
 from storage_core.db import PreparedQuery, connection, transaction
-from storage_core.errors import Conflict, NotFound, RangeNotSatisfiable, StorageUnavailable, Unauthorized
+from storage_core.errors import (
+    BucketNotFound,
+    Conflict,
+    NotFound,
+    ObjectNotFound,
+    RangeNotSatisfiable,
+    StorageUnavailable,
+    Unauthorized,
+)
 from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
 from storage_core.ranges import (
     content_range,
@@ -259,10 +267,10 @@ class DownloadService:
             with connection(self.read_engine) as conn:
                 found = conn.execute(select(Bucket.owner, Bucket.visibility).where(Bucket.name == bucket)).first()
             if found is None:
-                raise NotFound(f"bucket {bucket!r} does not exist")
+                raise BucketNotFound(f"bucket {bucket!r} does not exist")
             # who may not read the bucket may not learn which keys exist in it either
             self.policy.require_read(principal, bucket, found[0], found[1], key)
-            raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
+            raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket!r}")
         self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
         return self._target(rows)
 

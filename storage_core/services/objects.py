@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
 from storage_core.db import transaction
-from storage_core.errors import InvalidArgument, NotFound, StorageUnavailable
+from storage_core.errors import InvalidArgument, ObjectNotFound, StorageUnavailable
 from storage_core.models import Bucket, File, Object, StorageLocation
 from storage_core.services.buckets import get_bucket
 from storage_core.services.content import ContentStore
@@ -142,7 +142,7 @@ class ObjectService:
             row = session.execute(select(Object, File).join(File, File.checksum == Object.checksum)
                                   .where(Object.bucket_id == bucket.id, Object.key == key)).first()
             if row is None:
-                raise NotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
+                raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
             return object_view(row[0], bucket.name, row[1])
 
     def list(self, bucket_name: str, prefix: str, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -168,7 +168,7 @@ class ObjectService:
             bucket = get_bucket(session, bucket_name)
             obj = session.scalar(select(Object).where(Object.bucket_id == bucket.id, Object.key == key))
             if obj is None:
-                raise NotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
+                raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
             checksum = obj.checksum
             session.execute(delete(Object).where(Object.id == obj.id))
         self.content.release(checksum)
