@@ -44,6 +44,7 @@ CODES: dict[str, tuple[int, str]] = {
                                    "conform to our published schema."),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published "
                           "schema."),
+    # ours, 403 like QuotaExceeded: waiting does not help before next month, and SDKs retry a 429
     "MonthlyDownloadLimit": (403, "The monthly download limit of this account is reached."),
     "MaxMessageLengthExceeded": (400, "Your request was too big."),
     "MethodNotAllowed": (405, "The specified method is not allowed against this resource."),
@@ -59,6 +60,7 @@ CODES: dict[str, tuple[int, str]] = {
     "OperationAborted": (409, "A conflicting conditional operation is currently in progress against this "
                               "resource. Try again."),
     "PreconditionFailed": (412, "At least one of the pre-conditions you specified did not hold"),
+    # ours (DESIGN 7): 403, which no SDK retries, since a retry cannot find more quota
     "QuotaExceeded": (403, "The read quota of this bucket does not cover this download."),
     "RequestTimeTooSkewed": (403, "The difference between the request time and the current time is too large."),
     "ServiceUnavailable": (503, "Service is unable to handle request."),
@@ -100,7 +102,7 @@ def _checked(code: str) -> str:
     return code
 
 
-# Most specific class first: the first isinstance match wins.
+# For the domain errors whose code is not one of S3's: most specific class first, the first match wins.
 _BY_CLASS: tuple[tuple[type[domain.StorageError], str], ...] = (
     (domain.BucketNotFound, _checked("NoSuchBucket")),
     (domain.ObjectNotFound, _checked("NoSuchKey")),
@@ -112,32 +114,27 @@ _BY_CLASS: tuple[tuple[type[domain.StorageError], str], ...] = (
     (domain.Conflict, _checked("OperationAborted")),
     (domain.Unauthorized, _checked("AccessDenied")),
     (domain.Forbidden, _checked("AccessDenied")),
-    (domain.QuotaExceeded, _checked("QuotaExceeded")),
-    # waiting does not help before next month: 403 like a quota, not a 429 that SDKs retry
-    (domain.MonthlyDownloadLimit, _checked("MonthlyDownloadLimit")),
     # a retry later can succeed: SlowDown is the 503 every SDK backs off and retries on
     (domain.ConcurrentDownloadLimit, _checked("SlowDown")),
-    (domain.RangeNotSatisfiable, _checked("InvalidRange")),
-    (domain.PreconditionFailed, _checked("PreconditionFailed")),
-    (domain.BadDigest, _checked("BadDigest")),
-    (domain.PayloadTooLarge, _checked("EntityTooLarge")),
-    (domain.InsufficientStorage, _checked("InsufficientStorage")),
     (domain.PresignUnavailable, _checked("NotImplemented")),
     (domain.StorageUnavailable, _checked("ServiceUnavailable")),
     (domain.DatabaseUnavailable, _checked("ServiceUnavailable")),
-    (domain.InvalidArgument, _checked("InvalidArgument")),
 )
 
 
 def from_storage_error(exc: domain.StorageError) -> S3Error:
     """The S3 error for a domain error raised by a service.
 
-    A domain error whose code is already one of S3's (a later ``InvalidPart`` or ``EntityTooSmall``
-    for instance) keeps it; any other is an ``InternalError`` whose message does not leak the detail.
-    Headers (``Retry-After``, ``Content-Range``) are kept.
+    A domain error whose code is already one of S3's keeps it (InvalidArgument, BadDigest,
+    EntityTooLarge, InvalidRange, PreconditionFailed, QuotaExceeded, MonthlyDownloadLimit, and later
+    ones such as InvalidPart); ``NotFound`` and the codes S3 lacks are mapped by class; anything else
+    is an ``InternalError`` whose message does not leak the detail. Headers (``Retry-After``,
+    ``Content-Range``) are kept.
     """
-    code = next((code for cls, code in _BY_CLASS if isinstance(exc, cls)),
-                exc.code if exc.code in CODES else "InternalError")
+    if exc.code in CODES and exc.code != "NotFound":
+        code = exc.code
+    else:
+        code = next((code for cls, code in _BY_CLASS if isinstance(exc, cls)), "InternalError")
     # S3's own wording where the code says it all (scripts match it; <Resource> names the thing),
     # the service's detail where it explains a refusal
     message = None if code in _S3_WORDING or exc.detail == exc.title else exc.detail
