@@ -227,6 +227,16 @@ def test_clock_skew_is_fifteen_minutes(minutes, ok):
         assert error.extra["MaxAllowedSkewMilliseconds"] == "900000"
 
 
+def test_a_changed_date_header_is_skewed_or_does_not_match():
+    view = minio_signed("GET", "bkt", "k", date=FIXED)
+    later = replace_header(view, "x-amz-date", "20250301T121600Z")
+    assert refused(later, now=FIXED).code == "RequestTimeTooSkewed"  # judged before the signature
+    assert refused(later, now=FIXED + dt.timedelta(minutes=16)).code == "SignatureDoesNotMatch"
+    assert refused(replace_header(view, "x-amz-date", "20250301T120100Z"), now=FIXED).code == "SignatureDoesNotMatch"
+    next_day = replace_header(view, "x-amz-date", "20250302T000000Z")
+    assert refused(next_day, now=FIXED).code == "AuthorizationHeaderMalformed"  # not the credential's day
+
+
 def test_another_region_is_a_malformed_header_naming_ours():
     view = minio_signed("GET", "bkt", "k", date=FIXED, region="eu-west-3")
     error = refused(view, now=FIXED)
