@@ -40,8 +40,35 @@ class NotFound(StorageError):
     status, code, title = 404, "NotFound", "Not found"
 
 
+# What is missing, for the doors that name it (S3's NoSuchBucket / NoSuchKey / NoSuchUpload); the native
+# API keeps the one code "NotFound", so these subclasses change nothing there.
+class BucketNotFound(NotFound):
+    """The bucket named does not exist."""
+
+
+class ObjectNotFound(NotFound):
+    """The bucket exists but holds no object under the key named."""
+
+
+class UploadNotFound(NotFound):
+    """No multipart upload with this id is in progress (never begun, completed or aborted)."""
+
+
 class Conflict(StorageError):
     status, code, title = 409, "Conflict", "Conflict"
+
+
+# Which conflict, for S3's BucketAlreadyExists / BucketNotEmpty; the native code stays "Conflict".
+class BucketExists(Conflict):
+    """A bucket of this name already exists (owned by anyone)."""
+
+
+class BucketNotEmpty(Conflict):
+    """A bucket that still holds objects cannot be deleted."""
+
+
+class PreconditionFailed(StorageError):
+    status, code, title = 412, "PreconditionFailed", "Precondition failed"
 
 
 class PayloadTooLarge(StorageError):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiles import profile
 from storage_core.auth import Principal
 from storage_core.db import transaction
-from storage_core.errors import Conflict, Forbidden, NotFound
+from storage_core.errors import BucketExists, BucketNotEmpty, BucketNotFound, Forbidden
 from storage_core.models import Bucket, BucketTraffic, Object
 from storage_core.names import validate_bucket_name
 from storage_core.services.locations import validate_location_names
@@ -25,7 +25,7 @@ ADMIN_ONLY_FIELDS = frozenset({"owner", "free_read_quota", "monthly_free_read_qu
 def get_bucket(session: Session, name: str) -> Bucket:
     bucket = session.scalar(select(Bucket).where(Bucket.name == name))
     if bucket is None:
-        raise NotFound(f"bucket {name!r} does not exist")
+        raise BucketNotFound(f"bucket {name!r} does not exist")
     return bucket
 
 
@@ -81,7 +81,7 @@ class BucketService:
                 session.flush()
                 return bucket_view(bucket)
         except IntegrityError:
-            raise Conflict(f"bucket {data['name']!r} already exists") from None
+            raise BucketExists(f"bucket {data['name']!r} already exists") from None
 
     def update(self, name: str, changes: dict[str, Any], principal: Principal) -> dict[str, Any]:
         if not principal.is_admin and set(changes) & ADMIN_ONLY_FIELDS:
@@ -113,5 +113,5 @@ class BucketService:
         with transaction(self.session_factory) as session:
             bucket = get_bucket(session, name)
             if session.scalar(select(exists().where(Object.bucket_id == bucket.id))):
-                raise Conflict(f"bucket {name!r} is not empty")
+                raise BucketNotEmpty(f"bucket {name!r} is not empty")
             session.delete(bucket)

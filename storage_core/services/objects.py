@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiles import profile
 from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.db import transaction
-from storage_core.errors import NotFound
+from storage_core.errors import ObjectNotFound
 from storage_core.models import File, Object
 from storage_core.services.buckets import get_bucket
 from storage_core.services.content import ContentStore
@@ -43,7 +43,7 @@ class ObjectService:
             row = session.execute(select(Object, File).join(File, File.checksum == Object.checksum)
                                   .where(Object.bucket_id == bucket.id, Object.key == key)).first()
             if row is None:
-                raise NotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
+                raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
             return object_view(row[0], bucket.name, row[1])
 
     def list(self, bucket_name: str, prefix: str, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class ObjectService:
             bucket = get_bucket(session, bucket_name)
             obj = session.scalar(select(Object).where(Object.bucket_id == bucket.id, Object.key == key))
             if obj is None:
-                raise NotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
+                raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket_name!r}")
             checksum = obj.checksum
             session.execute(delete(Object).where(Object.id == obj.id))
         self.content.release(checksum)

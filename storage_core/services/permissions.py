@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
 from storage_core.db import transaction
-from storage_core.errors import NotFound
+from storage_core.errors import BucketNotFound
 from storage_core.models import Bucket
 
 
@@ -27,7 +27,7 @@ def bucket_access(conn: Connection | Session, name: str) -> BucketAccess:
     """The bucket's owner and visibility, or ``NotFound``."""
     row = conn.execute(select(Bucket.id, Bucket.owner, Bucket.visibility).where(Bucket.name == name)).first()
     if row is None:
-        raise NotFound(f"bucket {name!r} does not exist")
+        raise BucketNotFound(f"bucket {name!r} does not exist")
     return BucketAccess(row[0], name, row[1], row[2])
 
 

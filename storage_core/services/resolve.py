@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from storage_core.auth import AccessPolicy, Principal
 from storage_core.db import PreparedQuery, connection
-from storage_core.errors import Conflict, NotFound, Unauthorized
+from storage_core.errors import Conflict, NotFound, ObjectNotFound, Unauthorized
 from storage_core.layout import FileLayout
 from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
 from storage_core.services.combiner import Combiner
@@ -153,7 +153,7 @@ class Resolver:
                 found = bucket_access(conn, bucket)
             # who may not read the bucket may not learn which keys exist in it either
             self.policy.require_read(principal, bucket, found.owner, found.visibility, key)
-            raise NotFound(f"object {key!r} does not exist in bucket {bucket!r}")
+            raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket!r}")
         self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
         return self._target(rows)
 
