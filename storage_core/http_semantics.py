@@ -216,11 +216,13 @@ def http_date(value: dt.datetime) -> str:
     return _werkzeug_http_date(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
 
 
-def if_range_allows(if_range: str | None, etag: str, last_modified_epoch: int) -> bool:
+def if_range_allows(if_range: str | None, etag: str, last_modified_epoch: int, date_is_strong: bool = True) -> bool:
     """Whether ``If-Range`` lets the Range header apply (RFC 9110 section 13.1.5).
 
-    With an entity tag only a strong exact match counts; with an HTTP-date only exact equality
-    with the Last-Modified second counts. Anything else (including garbage) means "send it all".
+    With an entity tag only a strong exact match counts; with an HTTP-date only exact equality with
+    the Last-Modified second counts, and only when that Last-Modified is a strong validator (section
+    8.8.2.2: the representation did not change twice within that second). Anything else, garbage
+    included, means "send it all".
     """
     if if_range is None:
         return True
@@ -228,6 +230,8 @@ def if_range_allows(if_range: str | None, etag: str, last_modified_epoch: int) -
     if if_range.startswith(('"', "W/")):
         # Strong comparison: a weak tag on either side never matches.
         return not _is_weak(if_range) and not _is_weak(etag) and if_range == etag
+    if not date_is_strong:
+        return False
     when = parse_http_date(if_range)
     if when is None:
         return False
@@ -237,10 +241,8 @@ def if_range_allows(if_range: str | None, etag: str, last_modified_epoch: int) -
         return False
 
 
-def not_modified_since(header: str | None, last_modified: dt.datetime) -> bool:
-    """Whether ``If-Modified-Since`` holds a date at or after ``last_modified`` (compared in seconds)."""
-    since = parse_http_date(header)
-    return since is not None and int(last_modified.timestamp()) <= int(since.timestamp())
+def _seconds(when: dt.datetime) -> int:
+    return int(when.timestamp())
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,15 +252,34 @@ class Conditions:
     method: str = "GET"
     range: str | None = None
     if_range: str | None = None
+    if_match: str | None = None
     if_none_match: str | None = None
     if_modified_since: str | None = None
+    if_unmodified_since: str | None = None
 
 
-def not_modified(conditions: Conditions, etag: str, last_modified: dt.datetime) -> bool:
-    """RFC 9110 13.2.2: If-None-Match takes precedence; If-Modified-Since only without it."""
+def evaluate_preconditions(conditions: Conditions, etag: str, last_modified: dt.datetime) -> int | None:
+    """The status the preconditions decide (412 or 304), or None to go on (RFC 9110 section 13.2.2).
+
+    If-Match (strong comparison), else If-Unmodified-Since: 412 when false. Then If-None-Match (weak
+    comparison), else If-Modified-Since (GET and HEAD only): 304 for GET and HEAD when false, 412
+    otherwise. A date that does not parse is ignored, as the RFC says."""
+    if conditions.if_match is not None:
+        if not etag_matches(conditions.if_match, etag, weak=False):
+            return 412
+    elif conditions.if_unmodified_since is not None:
+        since = parse_http_date(conditions.if_unmodified_since)
+        if since is not None and _seconds(last_modified) > _seconds(since):
+            return 412
+    safe = conditions.method in ("GET", "HEAD")
     if conditions.if_none_match is not None:
-        return etag_matches(conditions.if_none_match, etag)
-    return not_modified_since(conditions.if_modified_since, last_modified)
+        if etag_matches(conditions.if_none_match, etag):
+            return 304 if safe else 412
+    elif safe and conditions.if_modified_since is not None:
+        since = parse_http_date(conditions.if_modified_since)
+        if since is not None and _seconds(last_modified) <= _seconds(since):
+            return 304
+    return None
 
 
 # ---- representation headers --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -162,6 +163,9 @@ class Object(Base):
     checksum: Mapped[str] = mapped_column(ForeignKey("files.checksum"), index=True)
     content_type: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # it replaced an object of the same key created within the same second: its Last-Modified (whole
+    # seconds) is then a weak validator, which If-Range must not trust (RFC 9110 8.8.2.2)
+    last_modified_weak: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     bucket: Mapped[Bucket] = relationship(lazy="raise")
     file: Mapped[File] = relationship(lazy="raise")

@@ -231,3 +231,47 @@ def test_read_records_count_matches(client, storage, objects):
         client.get("/api/v1/buckets/bucket/objects/obj-1")
     with storage.session_factory()() as session:
         assert session.scalar(select(func.count()).select_from(ReadRecord)) == 3
+
+
+def test_if_match_and_if_unmodified_since_fail_with_412(client, storage, local_location):
+    make_bucket(storage)
+    stored = put(storage, "bucket", "k", b"0123456789")
+    url = "/api/v1/buckets/bucket/objects/k"
+    etag = stored["etag"]
+    assert client.get(url, headers={"If-Match": etag}).data == b"0123456789"
+    assert client.get(url, headers={"If-Match": f'"nope", {etag}'}).status_code == 200
+    assert client.get(url, headers={"If-Match": "*"}).status_code == 200
+    for headers in ({"If-Match": '"nope"'}, {"If-Match": f"W/{etag}"},  # If-Match compares strongly
+                    {"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}):
+        refused = client.get(url, headers=headers)
+        assert refused.status_code == 412 and refused.json["code"] == "PreconditionFailed", headers
+        assert client.head(url, headers=headers).status_code == 412
+    assert client.get(url, headers={"If-Unmodified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}).status_code == 200
+    # If-Match wins over If-Unmodified-Since; an unparsable date is ignored
+    assert client.get(url, headers={"If-Match": etag,
+                                    "If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}).status_code == 200
+    assert client.get(url, headers={"If-Unmodified-Since": "not a date"}).status_code == 200
+    quota = client.get("/api/v1/buckets/bucket/read-quota").json
+    assert quota["consumed_size"] == 10 * 6  # the 412s were free
+
+
+def test_if_range_date_is_ignored_when_the_object_was_replaced_within_its_second(client, storage, local_location):
+    make_bucket(storage)
+    url = "/api/v1/buckets/bucket/objects/k"
+    put(storage, "bucket", "k", b"old bytes!")
+    first = client.get(url)
+    last_modified = first.headers["Last-Modified"]
+    put(storage, "bucket", "k", b"NEW BYTES?")  # within the same second, most likely
+    second = client.get(url)
+    resumed = client.get(url, headers={"Range": "bytes=5-", "If-Range": last_modified})
+    if second.headers["Last-Modified"] == last_modified:
+        # a resuming client would stitch old and new bytes: the whole new body instead
+        assert resumed.status_code == 200 and resumed.data == b"NEW BYTES?"
+    else:
+        assert resumed.status_code == 200  # the date no longer matches either
+    # an object whose Last-Modified is strong honours the date
+    put(storage, "bucket", "fresh", b"0123456789")
+    fresh = client.get("/api/v1/buckets/bucket/objects/fresh")
+    ranged = client.get("/api/v1/buckets/bucket/objects/fresh",
+                        headers={"Range": "bytes=5-", "If-Range": fresh.headers["Last-Modified"]})
+    assert ranged.status_code == 206 and ranged.data == b"56789"

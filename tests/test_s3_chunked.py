@@ -33,7 +33,7 @@ from storage_core.s3.sigv4 import (
     VerifiedRequest,
     verify,
 )
-from tests.s3_signing import (
+from tests.support.s3_signing import (
     ACCESS_KEY,
     SECRET,
     boto3_client,

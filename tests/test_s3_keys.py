@@ -21,7 +21,7 @@ from storage_core.s3.keys import (
     new_secret,
 )
 from storage_core.s3.sigv4 import verify
-from tests.s3_signing import minio_signed
+from tests.support.s3_signing import minio_signed
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

@@ -28,7 +28,7 @@ from storage_core.s3.sigv4 import (
     signing_key,
     verify,
 )
-from tests.s3_signing import (
+from tests.support.s3_signing import (
     ACCESS_KEY,
     AWKWARD_KEYS,
     REGION,

@@ -16,8 +16,8 @@ from minio.error import S3Error as MinioS3Error
 from storage_core import errors as domain
 from storage_core.s3 import xml
 from storage_core.s3.errors import CODES, S3Error, from_storage_error
-from tests.s3_canned import CannedS3, serve
-from tests.s3_signing import AWKWARD_KEYS, boto3_client, capture
+from tests.support.s3_canned import CannedS3, serve
+from tests.support.s3_signing import AWKWARD_KEYS, boto3_client, capture
 
 WHEN = dt.datetime(2025, 3, 1, 12, 30, 45, 123456, tzinfo=dt.UTC)
 OWNER = xml.Owner("acct-42", "alice")

@@ -44,8 +44,10 @@ def conditions() -> Conditions:
         method=request.method,
         range=headers.get("Range"),
         if_range=headers.get("If-Range"),
+        if_match=headers.get("If-Match"),
         if_none_match=headers.get("If-None-Match"),
         if_modified_since=headers.get("If-Modified-Since"),
+        if_unmodified_since=headers.get("If-Unmodified-Since"),
     )
 
 

@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import Principal
 from storage_core.db import transaction
-from storage_core.errors import RangeNotSatisfiable, StorageUnavailable
+from storage_core.errors import PreconditionFailed, RangeNotSatisfiable, StorageUnavailable
 from storage_core.http_semantics import (
     Conditions,
     content_range,
+    evaluate_preconditions,
     http_date,
     if_range_allows,
     multipart_layout,
-    not_modified,
     parse_range_header,
     unsatisfied_content_range,
 )
@@ -145,10 +145,15 @@ class DownloadService:
         tag = etag(target)
         headers = {"ETag": tag, "Last-Modified": http_date(target.last_modified), "Accept-Ranges": "bytes",
                    "Content-Type": target.content_type}
-        if not_modified(conditions, tag, target.last_modified):
+        decided = evaluate_preconditions(conditions, tag, target.last_modified)
+        if decided == 412:
+            raise PreconditionFailed("a precondition of the request does not hold for this object",
+                                     headers={k: v for k, v in headers.items() if k != "Content-Type"})
+        if decided == 304:
             return Download(304, target, {k: v for k, v in headers.items() if k != "Content-Type"})
         ranges = None
-        if conditions.range and if_range_allows(conditions.if_range, tag, int(target.last_modified.timestamp())):
+        if conditions.range and if_range_allows(conditions.if_range, tag, int(target.last_modified.timestamp()),
+                                                target.last_modified_strong):
             ranges = parse_range_header(conditions.range, file.size)
         if ranges == []:
             raise RangeNotSatisfiable(

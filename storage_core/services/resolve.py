@@ -56,6 +56,7 @@ class Target:
     object_id: int
     content_type: str
     last_modified: dt.datetime
+    last_modified_strong: bool  # whether If-Range may trust a date (see Object.last_modified_weak)
     md5: str
     file: FileLayout
     sources: list[Source]  # the servable copies, in serving order
@@ -69,7 +70,7 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
     ``batch``: the objects of many downloads at once, given as three arrays (``buckets``, ``keys``,
     ``accounts``); each row says which download it belongs to in ``request`` (1-based)."""
     o, b, f, c, loc, lim = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation, AccountLimit))
-    columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at,
+    columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at, o.c.last_modified_weak,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
                f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash, f.c.md5,
                c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
@@ -143,7 +144,8 @@ class Resolver:
         sources = [self.plugins.source_of_row(self.engine, row)
                    for row in rows if row.object_id == first.object_id and row.location_id is not None]
         return Target(first.bucket_id, first.bucket, first.visibility, first.key, first.object_id,
-                      first.content_type, as_utc(first.created_at), first.md5, FileLayout.of(first), sources,
+                      first.content_type, as_utc(first.created_at), not first.last_modified_weak, first.md5,
+                      FileLayout.of(first), sources,
                       limited=first.limited is not None)
 
     def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:

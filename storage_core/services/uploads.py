@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiles import profile
 from storage_core.db import transaction
 from storage_core.errors import StorageUnavailable
-from storage_core.models import Bucket, File, Object, StorageLocation
+from storage_core.models import Bucket, File, Object, StorageLocation, utcnow
 from storage_core.names import validate_key
 from storage_core.services.buckets import get_bucket
 from storage_core.services.content import ContentStore
 from storage_core.services.objects import object_view
 from storage_core.settings import Settings
 from storage_core.spool import Digests, Spool
+from storage_core.timeutil import as_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +100,13 @@ class UploadService:
         """Point the key at the content; returns (object JSON, checksum of the object it replaced)."""
         previous = session.scalar(select(Object).where(Object.bucket_id == bucket_id, Object.key == key)
                                   .with_for_update())
+        now = utcnow()
+        weak = previous is not None and int(as_utc(previous.created_at).timestamp()) == int(now.timestamp())
         if previous is not None:
             session.delete(previous)
             session.flush()
-        obj = Object(bucket_id=bucket_id, key=key, checksum=checksum, content_type=metadata.content_type)
+        obj = Object(bucket_id=bucket_id, key=key, checksum=checksum, content_type=metadata.content_type,
+                     created_at=now, last_modified_weak=weak)
         session.add(obj)
         session.flush()
         file = session.get(File, checksum)
