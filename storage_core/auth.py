@@ -34,7 +34,30 @@ log = logging.getLogger(__name__)
 ADMIN = "admin"
 ANONYMOUS = "anonymous"
 EXPIRES, ACCOUNT, SIGNATURE = "X-Storage-Expires", "X-Storage-Account", "X-Storage-Signature"
-PRESIGN_PARAMS = (EXPIRES, ACCOUNT, SIGNATURE)
+BUCKET_ID, ISSUED, AS_ADMIN = "X-Storage-Bucket", "X-Storage-Issued", "X-Storage-Admin"
+PRESIGN_PARAMS = (EXPIRES, ACCOUNT, SIGNATURE, BUCKET_ID, ISSUED, AS_ADMIN)
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedRead:
+    """What a presigned URL grants: reading one key of one bucket (by identity, not only by name), as its
+    signer could when it was signed. Checked again at each use (``AccessPolicy.can_read``)."""
+
+    bucket: str
+    key: str
+    bucket_id: int
+    issued_us: int  # when it was signed: revocations of the signer's URLs made later invalidate it
+    admin: bool = False  # signed by an admin (who may read any bucket), not by the bucket's owner
+
+
+@dataclass(frozen=True, slots=True)
+class BucketFacts:
+    """What the access rules need to know of a bucket."""
+
+    id: int
+    name: str
+    owner: str
+    visibility: str
 
 
 @dataclass(frozen=True)
@@ -44,7 +67,7 @@ class Principal:
     account: str
     roles: frozenset[str] = field(default_factory=frozenset)
     authenticated: bool = True
-    presigned: tuple[str, str] | None = None  # (bucket, key)
+    presigned: PresignedRead | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -143,35 +166,47 @@ class Authenticator:
 
     # ---- presigned URLs ------------------------------------------------------------------------------
 
-    def _url_signature(self, method: str, path: str, expires: int, account: str) -> str:
-        message = f"{method}\n{path}\n{expires}\n{account}".encode()
+    def _url_signature(self, method: str, path: str, expires: int, account: str, bucket_id: int, issued_us: int,
+                       admin: bool) -> str:
+        message = f"{method}\n{path}\n{expires}\n{account}\n{bucket_id}\n{issued_us}\n{int(admin)}".encode()
         return hmac.new(self._url_key, message, hashlib.sha256).hexdigest()
 
-    def presign(self, path: str, account: str, expires_in: int) -> tuple[str, int]:
-        """(path with query, expiry) of a GET URL for ``path`` (decoded), charged to ``account``."""
+    def presign(self, signer: Principal, bucket: BucketFacts, key: str, expires_in: int) -> tuple[str, int]:
+        """(path with query, expiry) of a GET URL for ``key`` of ``bucket``, charged to the signer's account."""
         if not self._url_key:
             raise PresignUnavailable("this service has no URL signing secret: set STORAGE_URL_SIGNING_SECRET")
-        expires = int(time.time()) + expires_in
-        query = urlencode({EXPIRES: expires, ACCOUNT: account,
-                           SIGNATURE: self._url_signature("GET", path, expires, account)})
-        return f"{quote(path)}?{query}", expires
+        path = f"/api/v1/buckets/{bucket.name}/objects/{key}"
+        issued_us = time.time_ns() // 1000
+        expires = issued_us // 1_000_000 + expires_in
+        params: dict[str, str | int] = {EXPIRES: expires, ACCOUNT: signer.account, BUCKET_ID: bucket.id,
+                                        ISSUED: issued_us}
+        if signer.is_admin:
+            params[AS_ADMIN] = 1
+        params[SIGNATURE] = self._url_signature("GET", path, expires, signer.account, bucket.id, issued_us,
+                                                signer.is_admin)
+        return f"{quote(path)}?{urlencode(params)}", expires
 
     def verify_presigned(self, method: str, path: str, params: dict[str, str]) -> Principal:
         if not self._url_key:
             raise Forbidden("presigned URLs are not accepted here (no URL signing secret)")
+        target = presigned_target(path)
         try:
-            expires = int(params[EXPIRES])
+            expires, bucket_id, issued_us = int(params[EXPIRES]), int(params[BUCKET_ID]), int(params[ISSUED])
             account, signature = params[ACCOUNT], params[SIGNATURE]
+            admin = {"1": True, None: False}[params.get(AS_ADMIN)]
         except (KeyError, ValueError):
             raise Forbidden("incomplete presigned URL") from None
         # a HEAD may use a URL signed for GET: it reads nothing
         signed_method = "GET" if method in ("GET", "HEAD") else method
-        expected = self._url_signature(signed_method, path, expires, account)
+        expected = self._url_signature(signed_method, path, expires, account, bucket_id, issued_us, admin)
         if not hmac.compare_digest(expected, signature):
             raise Forbidden("presigned URL signature does not match")
         if expires < time.time():
             raise Forbidden("presigned URL expired")
-        return Principal(account, authenticated=True, presigned=presigned_target(path))
+        if target is None:
+            raise Forbidden("presigned URLs read objects only")
+        return Principal(account, authenticated=True,
+                         presigned=PresignedRead(target[0], target[1], bucket_id, issued_us, admin))
 
     def authenticate(self, method: str, path: str, authorization: str | None,
                      params: dict[str, str]) -> Principal:
@@ -221,25 +256,44 @@ class AccessPolicy:
         if not self.can_manage(principal, owner):
             self._deny(principal, f"manage bucket {bucket!r}")
 
-    def can_read(self, principal: Principal, bucket: str, owner: str, visibility: str, key: str | None) -> bool:
-        """Whether the principal may read ``key`` (or, with None, anything) of the bucket: the read rule."""
-        if visibility == "public-read" or self.can_manage(principal, owner):
-            return True
-        return principal.presigned is not None and principal.presigned == (bucket, key)
+    def can_read(self, principal: Principal, bucket: BucketFacts, key: str | None,
+                 revoked_before_us: int | None = None) -> bool:
+        """Whether the principal may read ``key`` (or, with None, anything) of the bucket: the read rule.
 
-    def readable(self, principal: Principal, buckets: Any, key: Any) -> ColumnElement[bool]:
-        """``can_read`` as a SQL condition over ``buckets`` (the table or its class: name, owner, visibility)
-        and a ``key`` column; tests check the two agree on a table of cases."""
+        A presigned URL reads its one key of the bucket it was signed for (a bucket re-created under the
+        same name is another bucket), only while its signer still could (the owner, or an admin), and
+        only if the signer's URLs were not revoked after it was signed (``revoked_before_us``)."""
+        grant = principal.presigned
+        if grant is not None:
+            return (grant.bucket == bucket.name and grant.key == key and grant.bucket_id == bucket.id
+                    and (grant.admin or bucket.owner == principal.account or bucket.visibility == "public-read")
+                    and (revoked_before_us is None or grant.issued_us >= revoked_before_us))
+        return bucket.visibility == "public-read" or self.can_manage(principal, bucket.owner)
+
+    def readable(self, principal: Principal, buckets: Any, key: Any, revoked_before_us: Any = None
+                 ) -> ColumnElement[bool]:
+        """``can_read`` as a SQL condition over ``buckets`` (the table or its class: id, name, owner,
+        visibility), a ``key`` column and the signer's revocation column; tests check the two agree on a
+        table of cases."""
+        grant = principal.presigned
+        if grant is not None:
+            not_revoked = true() if revoked_before_us is None else or_(
+                revoked_before_us.is_(None), revoked_before_us <= grant.issued_us)
+            return and_(buckets.name == grant.bucket, key == grant.key, buckets.id == grant.bucket_id,
+                        true() if grant.admin else or_(buckets.owner == principal.account,
+                                                       buckets.visibility == "public-read"),
+                        not_revoked)
         if principal.is_admin:
             return true()
         terms: list[ColumnElement[bool]] = [buckets.visibility == "public-read"]
-        if principal.presigned is None and principal.authenticated:
+        if principal.authenticated:
             terms.append(buckets.owner == principal.account)
-        if principal.presigned is not None:
-            terms.append(and_(buckets.name == principal.presigned[0], key == principal.presigned[1]))
         return or_(*terms)
 
-    def require_read(self, principal: Principal, bucket: str, owner: str, visibility: str,
-                     key: str | None = None) -> None:
-        if not self.can_read(principal, bucket, owner, visibility, key):
-            self._deny(principal, f"read from bucket {bucket!r}")
+    def require_read(self, principal: Principal, bucket: BucketFacts, key: str | None = None,
+                     revoked_before_us: int | None = None) -> None:
+        if not self.can_read(principal, bucket, key, revoked_before_us):
+            if principal.presigned is not None:
+                raise Forbidden("this presigned URL no longer grants access: its object, bucket or signer's "
+                                "rights changed, or its signer revoked it")
+            self._deny(principal, f"read from bucket {bucket.name!r}")

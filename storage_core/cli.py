@@ -83,6 +83,11 @@ def cmd_account_limit(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presign_revoke(container: Container, args: argparse.Namespace) -> int:
+    _print(container.permission_service().revoke_presigned(DEVELOPMENT_ADMIN, args.account))
+    return 0
+
+
 def cmd_verify(container: Container, args: argparse.Namespace) -> int:
     report = container.scrubber().verify(args.location, repair=args.repair)
     _print(report)
@@ -143,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("--concurrent", type=int, help="simultaneous downloads")
     limit.add_argument("--monthly", type=int, help="downloads per UTC month")
     limit.set_defaults(func=cmd_account_limit)
+
+    presign = sub.add_parser("presign", help="presigned URLs").add_subparsers(dest="sub", required=True)
+    revoke = presign.add_parser("revoke", help="every URL the account signed until now stops working")
+    revoke.add_argument("--account", required=True)
+    revoke.set_defaults(func=cmd_presign_revoke)
 
     verify = sub.add_parser("verify", help="read every copy, mark corrupt ones, optionally repair them")
     verify.add_argument("--location", help="only the copies on this location")

@@ -42,7 +42,7 @@ class Container(containers.DeclarativeContainer):
 
     authenticator = providers.Singleton(Authenticator, settings)
     access_policy = providers.Singleton(AccessPolicy)
-    permission_service = providers.Singleton(PermissionService, session_factory, access_policy)
+    permission_service = providers.Singleton(PermissionService, session_factory, access_policy, authenticator, clock)
 
     plugin_registry = providers.Singleton(PluginRegistry.from_entry_points)
     plugin_cache = providers.Singleton(PluginCache, plugin_registry)
@@ -52,12 +52,13 @@ class Container(containers.DeclarativeContainer):
     download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds, clock)
     resolver = providers.Singleton(Resolver, autocommit_engine, plugin_cache, access_policy)
     download_service = providers.Singleton(DownloadService, session_factory, resolver, content_store, quota_service,
-                                           download_limits, settings.provided.verify_reads)
+                                           download_limits, settings.provided.verify_reads,
+                                           settings.provided.public_max_age)
     availability_service = providers.Singleton(AvailabilityService, session_factory, access_policy)
     health_service = providers.Singleton(HealthService, session_factory, plugin_cache)
 
     location_service = providers.Singleton(LocationService, session_factory, plugin_registry)
-    bucket_service = providers.Singleton(BucketService, session_factory, settings)
+    bucket_service = providers.Singleton(BucketService, session_factory, settings, clock)
     object_service = providers.Singleton(ObjectService, session_factory, content_store)
     upload_service = providers.Singleton(UploadService, session_factory, settings, content_store)
     file_service = providers.Singleton(FileService, session_factory, content_store)

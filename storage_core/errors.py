@@ -71,6 +71,10 @@ class PreconditionFailed(StorageError):
     status, code, title = 412, "PreconditionFailed", "Precondition failed"
 
 
+class LengthRequired(StorageError):
+    status, code, title = 411, "MissingContentLength", "Content-Length required"
+
+
 class PayloadTooLarge(StorageError):
     status, code, title = 413, "EntityTooLarge", "Payload too large"
 

@@ -20,7 +20,14 @@ from werkzeug.http import parse_date, parse_etags
 from storage_core.errors import InvalidArgument
 from storage_core.names import is_checksum
 
+# More specs than this is refused with 416 (RFC 9110 section 14.2 lets a server refuse ranges it
+# considers abusive): a client asking for more pieces of one object at once has no legitimate need.
 MAX_RANGE_SPECS = 100
+
+
+class TooManyRanges(ValueError):
+    """A Range header with more than ``MAX_RANGE_SPECS`` specs."""
+
 
 # OWS is only SP and HTAB (RFC 9110 section 5.6.3); str.strip() would also eat CR/LF, VT and Unicode
 # spaces, which would let malformed headers through.
@@ -55,10 +62,10 @@ def _clamp(digits: str, cap: int) -> int:
 def parse_range_header(value: str | None, size: int) -> list[tuple[int, int]] | None:
     """Parse a ``Range`` header against a representation of ``size`` bytes (RFC 9110 14.1/14.2).
 
-    Returns ``None`` when the header must be ignored (absent, another unit, malformed, more than
-    ``MAX_RANGE_SPECS`` specs, or size 0 with a satisfiable suffix range) so the whole body is
-    served with 200; ``[]`` when no range is satisfiable (416); otherwise the satisfiable ranges as
-    ``(start, end_exclusive)`` in request order, neither merged nor reordered.
+    Returns ``None`` when the header must be ignored (absent, another unit, malformed, or size 0 with
+    a satisfiable suffix range) so the whole body is served with 200; ``[]`` when no range is
+    satisfiable (416); otherwise the satisfiable ranges as ``(start, end_exclusive)``, coalesced and
+    in ascending order. More than ``MAX_RANGE_SPECS`` well-formed specs raise ``TooManyRanges``.
 
     Numbers of any length are accepted as ordinary integers (positions past the end are clipped or
     unsatisfiable as the RFC says); they never make the header malformed.
@@ -90,10 +97,10 @@ def parse_range_header(value: str | None, size: int) -> list[tuple[int, int]] | 
         if first and last and _digits_less(last, first):
             return None
         specs.append((first, last))
-        if len(specs) > MAX_RANGE_SPECS:
-            return None
     if not specs:
         return None
+    if len(specs) > MAX_RANGE_SPECS:
+        raise TooManyRanges(f"{len(specs)} ranges requested; at most {MAX_RANGE_SPECS} are served at once")
 
     if size == 0:
         # Nothing is satisfiable in an empty representation except a non-zero suffix, whose result is
@@ -114,7 +121,19 @@ def parse_range_header(value: str | None, size: int) -> list[tuple[int, int]] | 
             if length == 0:
                 continue  # "-0" asks for no bytes: unsatisfiable
             ranges.append((size - length, size))
-    return ranges
+    return coalesce(ranges)
+
+
+def coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping and adjacent ranges merged, in ascending order (RFC 9110 section 14.2): one response
+    never carries the same byte twice, so neither can it be charged twice."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def content_range(start: int, end: int, size: int) -> str:

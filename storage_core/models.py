@@ -171,6 +171,18 @@ class Object(Base):
     file: Mapped[File] = relationship(lazy="raise")
 
 
+class DamagedPiece(Base):
+    """A piece of one copy that was found missing or corrupt: that copy does not serve that piece (its other
+    pieces still serve) until ``storage-admin verify --repair`` rewrites it from a good copy."""
+
+    __tablename__ = "damaged_pieces"
+
+    copy_id: Mapped[int] = mapped_column(BigId, ForeignKey("file_copies.id", ondelete="CASCADE"), primary_key=True)
+    piece_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))  # PieceMissing or CorruptPiece
+    detected_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class BucketTraffic(Base):
     """What a bucket consumed in one UTC month, per kind of quota (the split: ``storage_core.accounting``)."""
 
@@ -206,6 +218,15 @@ class ReadRecord(Base):
     charged_size: Mapped[int] = mapped_column(BigInteger, default=0)
     monthly_free_size: Mapped[int] = mapped_column(BigInteger, default=0)
     free_size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PresignRevocation(Base):
+    """An account revoked its presigned URLs: those signed before ``revoked_before_us`` stop working."""
+
+    __tablename__ = "presign_revocations"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    revoked_before_us: Mapped[int] = mapped_column(BigInteger)
 
 
 class AccountLimit(Base):

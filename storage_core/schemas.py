@@ -246,6 +246,11 @@ class ReadRecordListSchema(Schema):
     next_start_timestamp_us = fields.Integer()
 
 
+class PresignRevocationSchema(Schema):
+    account = fields.String()
+    revoked_before_us = fields.Integer(metadata={"description": "URLs signed before this time no longer work"})
+
+
 class AccountLimitsSchema(StrictSchema):
     account = fields.String(dump_only=True)
     max_concurrent_downloads = fields.Integer(strict=True, allow_none=True, load_default=None,

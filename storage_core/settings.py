@@ -92,6 +92,14 @@ class Settings:
         "STORAGE_VERIFY_READS", _bool, True,
         "Check every block against its recorded digest (BLAKE3) before sending it (a corrupt copy is never served; "
         "see docs/benchmarks.md for the cost). Turn off only if the locations verify data themselves.")
+    public_max_age: int = _setting(
+        "STORAGE_PUBLIC_MAX_AGE", _int(0), 0,
+        "max-age of `Cache-Control: public` on downloads of public-read buckets (0: caches revalidate with "
+        "the ETag each time). Private buckets and presigned URLs are always `private`.")
+    send_timeout: int = _setting(
+        "STORAGE_SEND_TIMEOUT", _int(1), 30,
+        "Seconds a download may make no progress (the client reads nothing) before it is cut and its "
+        "undelivered bytes refunded.")
     lease_seconds: int = _setting(
         "STORAGE_DOWNLOAD_LEASE_SECONDS", _int(5), 60,
         "How long a download counts against a concurrency limit without being renewed (bounds what a "
@@ -119,6 +127,10 @@ class Settings:
         "STORAGE_DB_TIMEOUT", _int(1), 10,
         "Seconds any database wait may take (connecting, a statement, a lock, a free pooled connection) "
         "before the request fails closed with 503 DatabaseUnavailable.")
+    upload_wait_seconds: int = _setting(
+        "STORAGE_UPLOAD_WAIT_SECONDS", _int(0), 120,
+        "How long an upload waits for another upload of the same content to finish writing it before "
+        "answering 409.")
     max_upload_size: int = _setting(
         "STORAGE_MAX_UPLOAD_SIZE", _int(0), 5 * 1024 * GiB, "Largest accepted object, bytes (0: no limit).")
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 import profiles
 from storage_core.app import create_app
-from storage_core.auth import Authenticator
+from storage_core.auth import DEVELOPMENT_ADMIN, Authenticator, Principal
 from storage_core.errors import ConfigurationError
-from storage_core.models import ReadRecord
+from storage_core.models import Bucket, Object, ReadRecord
 from tests.conftest import ACTIVE, make_bucket, make_container, put
 from tests.support.servers import GunicornServer
 
@@ -55,8 +55,9 @@ def buckets(auth_storage, local_location):
     put(auth_storage, "private", "obj", b"private data")
 
 
-def presigned_path(auth_storage, bucket: str, key: str = "obj", account: str = "olivia", expires: int = 600) -> str:
-    path, _ = auth_storage.authenticator().presign(f"/api/v1/buckets/{bucket}/objects/{key}", account, expires)
+def presigned_path(auth_storage, bucket: str, key: str = "obj", account: str = "olivia", expires: int = 600,
+                   roles: frozenset[str] = frozenset()) -> str:
+    path, _ = auth_storage.permission_service().presign(Principal(account, roles), bucket, key, expires)
     return path
 
 
@@ -115,10 +116,10 @@ def test_permission_table(auth_client, auth_storage, buckets, actor, operation):
 def test_reads_are_recorded_under_the_right_account(auth_client, auth_storage, buckets):
     auth_client.get("/api/v1/buckets/public/objects/obj")
     auth_client.get("/api/v1/buckets/private/objects/obj", headers={"Authorization": f"Bearer {token('olivia')}"})
-    auth_client.get(presigned_path(auth_storage, "private", account="partner"))
+    auth_client.get(presigned_path(auth_storage, "private", account="root", roles=frozenset({"admin"})))
     with auth_storage.session_factory()() as session:
         accounts = session.scalars(select(ReadRecord.account).order_by(ReadRecord.id)).all()
-    assert accounts == ["anonymous", "olivia", "partner"]
+    assert accounts == ["anonymous", "olivia", "root"]  # a presigned read is charged to its signer
 
 
 def test_private_keys_do_not_leak(auth_client, buckets):
@@ -211,7 +212,8 @@ def changed(url: str, new_path: str | None = None, **query_changes: str) -> str:
     return f"{new_path or parts.path}?{urlencode(query)}"
 
 
-@pytest.mark.parametrize("change", ["path", "expiry", "signature", "account", "expired"])
+@pytest.mark.parametrize("change", ["path", "expiry", "signature", "account", "expired", "bucket-id", "issued",
+                                    "as-admin"])
 def test_tampered_or_expired_presigned_urls_are_403(auth_client, auth_storage, buckets, change):
     good = presigned_path(auth_storage, "private")
     assert auth_client.get(good).status_code == 200
@@ -221,6 +223,9 @@ def test_tampered_or_expired_presigned_urls_are_403(auth_client, auth_storage, b
         "signature": lambda: changed(good, **{"X-Storage-Signature": "0" * 64}),
         "account": lambda: changed(good, **{"X-Storage-Account": "somebody-else"}),
         "expired": lambda: presigned_path(auth_storage, "private", expires=-1),
+        "bucket-id": lambda: changed(good, **{"X-Storage-Bucket": "12345"}),
+        "issued": lambda: changed(good, **{"X-Storage-Issued": str(time.time_ns() // 1000 + 10**9)}),
+        "as-admin": lambda: changed(good, **{"X-Storage-Admin": "1"}),
     }[change]()
     response = auth_client.get(bad)
     assert response.status_code == 403 and response.json["code"] == "Forbidden"
@@ -256,7 +261,7 @@ def test_downloader_with_only_a_public_key(settings, engine, local_location, mon
     put(storage, "private", "obj", b"secret bytes")
     issued = storage.authenticator().issue_token("olivia", [], 600)
     assert jwt.get_unverified_header(issued)["alg"] == "EdDSA"
-    path, _ = storage.authenticator().presign("/api/v1/buckets/private/objects/obj", "partner", 600)
+    path, _ = storage.permission_service().presign(Principal("olivia"), "private", "obj", 600)
 
     monkeypatch.delenv("STORAGE_JWT_SECRET", raising=False)
     downloader = GunicornServer(settings, workers=1, extra_env={
@@ -276,3 +281,64 @@ def test_downloader_with_only_a_public_key(settings, engine, local_location, mon
         assert requests.put(url, data=b"x", timeout=10).status_code == 404  # no uploads on a downloader
     finally:
         downloader.stop()
+
+
+# ---- presigned URLs are checked again at each use ----------------------------------------------
+
+@pytest.mark.profile("storage")
+def test_a_presigned_url_dies_with_its_object_and_bucket(auth_client, auth_storage, buckets):
+    url = presigned_path(auth_storage, "private")
+    assert auth_client.get(url).data == b"private data"
+    auth_storage.object_service().delete("private", "obj")
+    gone = auth_client.get(url)
+    assert gone.status_code == 403 and gone.json["code"] == "Forbidden"
+    # the bucket is deleted and someone else makes one of the same name, with their own private object there
+    auth_storage.bucket_service().delete("private")
+    make_bucket(auth_storage, "private", owner="mallory", visibility="private")
+    put(auth_storage, "private", "obj", b"mallory's data")
+    reused = auth_client.get(url)
+    assert reused.status_code == 403 and b"mallory" not in reused.data
+    with auth_storage.session_factory()() as session:
+        # olivia's record went with her bucket; the new bucket was charged nothing
+        assert session.scalars(select(ReadRecord.account)).all() == []
+
+
+@pytest.mark.profile("storage")
+def test_a_presigned_url_dies_when_its_signer_loses_the_bucket(auth_client, auth_storage, buckets):
+    url = presigned_path(auth_storage, "private")
+    admin_url = presigned_path(auth_storage, "private", account="root", roles=frozenset({"admin"}))
+    auth_storage.bucket_service().update("private", {"owner": "mallory"}, DEVELOPMENT_ADMIN)
+    assert auth_client.get(url).status_code == 403
+    assert auth_client.get(admin_url).data == b"private data"  # an admin may read any bucket
+    auth_storage.bucket_service().update("private", {"owner": "olivia"}, DEVELOPMENT_ADMIN)
+    assert auth_client.get(url).data == b"private data"
+
+
+@pytest.mark.profile("storage")
+def test_revoking_an_accounts_presigned_urls(auth_client, auth_storage, buckets):
+    olivia = {"Authorization": f"Bearer {token('olivia')}"}
+    old = presigned_path(auth_storage, "private")
+    assert auth_client.get(old).status_code == 200
+    assert auth_client.post("/api/v1/accounts/olivia/presign-revocations",
+                            headers={"Authorization": f"Bearer {token('mallory')}"}).status_code == 403
+    assert auth_client.post("/api/v1/accounts/olivia/presign-revocations").status_code == 401
+    revoked = auth_client.post("/api/v1/accounts/olivia/presign-revocations", headers=olivia)
+    assert revoked.status_code == 201 and revoked.json["account"] == "olivia"
+    assert auth_client.get(old).status_code == 403
+    assert auth_client.get(presigned_path(auth_storage, "private")).status_code == 200  # new ones work
+    # an admin revokes anyone's, and so does storage-admin
+    assert auth_client.post("/api/v1/accounts/olivia/presign-revocations",
+                            headers={"Authorization": f"Bearer {token('root', ['admin'])}"}).status_code == 201
+
+
+def test_anonymous_callers_cannot_tell_a_private_file_from_a_missing_one(auth_client, auth_storage, buckets):
+    with auth_storage.session_factory()() as session:
+        private = session.scalar(select(Object.checksum).join(Bucket).where(Bucket.name == "private"))
+    unknown = "0" * 64
+    for suffix in ("", "?bucket=private", "?bucket=nope"):
+        hidden = auth_client.get(f"/api/v1/files/{private}/download{suffix}")
+        missing = auth_client.get(f"/api/v1/files/{unknown}/download{suffix}")
+        assert hidden.status_code == missing.status_code == 404, suffix
+        assert hidden.json["code"] == missing.json["code"] == "NotFound"
+    olivia = {"Authorization": f"Bearer {token('olivia')}"}
+    assert auth_client.get(f"/api/v1/files/{private}/download", headers=olivia).data == b"private data"

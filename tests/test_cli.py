@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from storage_core.cli import main
 from storage_core.models import CopyState, FileCopy
+from storage_core.services.resolve import ByKey
 from storage_core.spool import Spool
 from tests.conftest import KiB, make_bucket, put
 
@@ -184,3 +185,20 @@ def test_migration_0003_refuses_to_downgrade_over_blake3_files(tmp_path: Path):
     with engine.connect() as connection:  # nothing was dropped
         assert connection.execute(text("SELECT block_hash FROM files")).scalar_one() == "blake3"
     engine.dispose()
+
+
+@pytest.mark.profile("storage")
+def test_presign_revoke_command(storage, local_location, monkeypatch, capsys):
+    from storage_core import cli
+    from storage_core.auth import Principal
+
+    make_bucket(storage, owner="olivia", visibility="private")
+    put(storage, "bucket", "k", b"data")
+    path, _ = storage.permission_service().presign(Principal("olivia"), "bucket", "k", 600)
+    query = dict(part.split("=") for part in path.split("?")[1].split("&"))
+    principal = storage.authenticator().verify_presigned("GET", "/api/v1/buckets/bucket/objects/k", query)
+    monkeypatch.setattr(cli, "build_container", lambda *_args: storage)
+    assert cli.main(["presign", "revoke", "--account", "olivia"]) == 0
+    assert '"account": "olivia"' in capsys.readouterr().out
+    with pytest.raises(Exception, match="no longer grants"):
+        storage.resolver().resolve(ByKey("bucket", "k"), principal)

@@ -9,7 +9,7 @@ import pytest
 from minio import Minio
 from sqlalchemy import select
 
-from storage_core.models import CopyState, FileCopy, ReadRecord
+from storage_core.models import CopyState, DamagedPiece, FileCopy, ReadRecord, StorageLocation
 from tests.conftest import KiB, make_bucket, put
 
 PIECE = 64 * KiB
@@ -30,6 +30,19 @@ def cold_location(storage, cold_root):
 def copy_states(storage) -> dict[int, str]:
     with storage.session_factory()() as session:
         return {c.location_id: c.state for c in session.scalars(select(FileCopy))}
+
+
+def damage(storage) -> dict[str, list[int]]:
+    """Damaged pieces by location name."""
+    with storage.session_factory()() as session:
+        rows = session.execute(select(StorageLocation.name, DamagedPiece.piece_index)
+                               .join(FileCopy, FileCopy.id == DamagedPiece.copy_id)
+                               .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
+                               .order_by(DamagedPiece.piece_index)).all()
+    found: dict[str, list[int]] = {}
+    for name, piece in rows:
+        found.setdefault(name, []).append(piece)
+    return found
 
 
 def record_sizes(storage) -> list[int]:
@@ -75,11 +88,12 @@ def test_one_corrupt_piece_is_served_from_the_other_copy(client, storage, local_
     path.write_bytes(bytes(corrupted))
     response = client.get("/api/v1/buckets/bucket/objects/k")
     assert response.status_code == 200 and response.data == data
-    states = copy_states(storage)
-    assert sorted(states.values()) == [CopyState.CORRUPT, CopyState.STORED]
-    # the corrupt copy is skipped from now on; the cold one serves alone
+    # the damage is the one piece's: the hot copy keeps serving its other pieces
+    assert set(copy_states(storage).values()) == {CopyState.STORED}
+    assert damage(storage) == {"hot": [1]}
     again = client.get("/api/v1/buckets/bucket/objects/k", headers={"Range": "bytes=0-9"})
     assert again.data == data[:10]
+    assert client.get("/api/v1/buckets/bucket/objects/k").data == data
 
 
 def test_missing_piece_is_served_from_the_other_copy(client, storage, local_location, local_root, cold_location):
@@ -100,13 +114,8 @@ def test_hot_is_preferred_then_priority(client, storage, local_location, local_r
     for root in (local_root, cold_root):
         piece_path(root, checksum, 0).write_bytes(b"y" * 10)
     assert client.get("/api/v1/buckets/bucket/objects/k").data == b"x" * 10  # hot2 served
-    states = copy_states(storage)
-    assert sorted(states.values()) == [CopyState.CORRUPT, CopyState.STORED, CopyState.STORED]
     # the cold copy was never tried: hot2 (hot, priority 1) comes before cold (priority 0)
-    with storage.session_factory()() as session:
-        cold_id = session.scalar(select(FileCopy.location_id).join(FileCopy.location).where(
-            FileCopy.location.has(name="cold")))
-    assert states[cold_id] == CopyState.STORED
+    assert damage(storage) == {"hot": [0]}
 
 
 def test_disabled_location_is_skipped(client, storage, local_location, local_root, cold_location):
@@ -170,4 +179,41 @@ def test_files_with_sha256_block_digests_are_still_verified(client, storage, set
     corrupted[5] ^= 0x01
     path.write_bytes(bytes(corrupted))
     assert client.get("/api/v1/buckets/bucket/objects/k").data == data
-    assert sorted(copy_states(storage).values()) == [CopyState.CORRUPT, CopyState.STORED]
+    assert damage(storage) == {"hot": [1]}
+
+
+def test_one_bad_piece_on_each_of_two_copies_never_takes_the_file_out_of_service(client, storage, local_location,
+                                                                               local_root, cold_location, cold_root):
+    make_bucket(storage, locations=["hot", "cold"])
+    data = os.urandom(3 * PIECE)
+    checksum = put(storage, "bucket", "k", data)["checksum"]
+    piece_path(local_root, checksum, 0).write_bytes(b"z" * PIECE)  # hot: piece 0 corrupt
+    piece_path(cold_root, checksum, 2).unlink()  # cold: piece 2 lost
+    for _ in range(3):  # the first read finds the damage, the next ones go straight to the good twins
+        response = client.get("/api/v1/buckets/bucket/objects/k")
+        assert response.status_code == 200 and response.data == data
+        assert client.head("/api/v1/buckets/bucket/objects/k").status_code == 200
+    # hot serves first: its piece 0 is found bad (cold's piece 2 is never asked for while hot's is good)
+    assert damage(storage) == {"hot": [0]}
+    assert set(copy_states(storage).values()) == {CopyState.STORED}
+    ranged = client.get("/api/v1/buckets/bucket/objects/k", headers={"Range": f"bytes={2 * PIECE}-{2 * PIECE + 9}"})
+    assert ranged.status_code == 206 and ranged.data == data[2 * PIECE:2 * PIECE + 10]
+
+
+def test_head_says_503_when_get_could_only_say_503(client, storage, local_location, local_root, cold_location,
+                                                   cold_root):
+    make_bucket(storage, locations=["hot", "cold"])
+    data = os.urandom(2 * PIECE)
+    checksum = put(storage, "bucket", "k", data)["checksum"]
+    for root in (local_root, cold_root):
+        piece_path(root, checksum, 1).write_bytes(b"z" * PIECE)
+    second_piece = {"Range": f"bytes={PIECE}-"}
+    assert client.get("/api/v1/buckets/bucket/objects/k", headers=second_piece).status_code == 503  # finds it bad
+    assert damage(storage) == {"cold": [1], "hot": [1]}
+    head = client.head("/api/v1/buckets/bucket/objects/k")
+    assert head.status_code == 503
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 503
+    # the good piece still serves, and nothing was charged for the 503s
+    first = client.get("/api/v1/buckets/bucket/objects/k", headers={"Range": "bytes=0-9"})
+    assert first.status_code == 206 and first.data == data[:10]
+    assert record_sizes(storage) == [10]

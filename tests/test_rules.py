@@ -7,11 +7,11 @@ import itertools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import literal, select
+from sqlalchemy import BigInteger, cast, literal, select
 
 from storage_core import names
 from storage_core.accounting import Left, Split, split_charge, split_refund
-from storage_core.auth import ANONYMOUS_PRINCIPAL, AccessPolicy, Principal
+from storage_core.auth import ANONYMOUS_PRINCIPAL, AccessPolicy, BucketFacts, PresignedRead, Principal
 from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.errors import InvalidArgument
 
@@ -117,24 +117,51 @@ def test_foreign_cursors_are_refused(cursor: str) -> None:
 
 # ---- the read rule: can_read and its SQL form agree ------------------------------------------
 
+def presigned(account: str, bucket: str, key: str = "obj", bucket_id: int = 2, admin: bool = False) -> Principal:
+    return Principal(account, presigned=PresignedRead(bucket, key, bucket_id, issued_us=1000, admin=admin))
+
+
 PRINCIPALS = [
     ANONYMOUS_PRINCIPAL,
     Principal("olivia"),
     Principal("admin", frozenset({"admin"})),
-    Principal("olivia", presigned=("private", "obj")),
-    Principal("olivia", presigned=("public", "obj")),
+    presigned("olivia", "private"),
+    presigned("olivia", "public", bucket_id=1),
+    presigned("olivia", "private", bucket_id=99),  # signed for a bucket of that name that was deleted
+    presigned("mallory", "private"),  # signed by someone who no longer owns it
+    presigned("root", "other", bucket_id=3, admin=True),
     Principal("mallory"),
 ]
-BUCKETS = [("public", "olivia", "public-read"), ("private", "olivia", "private"), ("other", "mallory", "private")]
+BUCKETS = [BucketFacts(1, "public", "olivia", "public-read"), BucketFacts(2, "private", "olivia", "private"),
+           BucketFacts(3, "other", "mallory", "private")]
 KEYS = ["obj", "another"]
+REVOCATIONS = [None, 500, 1000, 2000]  # the signer revoked its URLs before, at, or after the signing
 
 
 def test_the_sql_form_of_the_read_rule_agrees_with_can_read(engine) -> None:
     policy = AccessPolicy()
+    allowed = 0
     with engine.connect() as connection:
-        for principal, (bucket, owner, visibility), key in itertools.product(PRINCIPALS, BUCKETS, KEYS):
-            row = select(literal(bucket).label("name"), literal(owner).label("owner"),
-                         literal(visibility).label("visibility"), literal(key).label("key")).subquery()
-            in_sql = connection.execute(select(policy.readable(principal, row.c, row.c.key))).scalar_one()
-            assert bool(in_sql) == policy.can_read(principal, bucket, owner, visibility, key), \
-                (principal, bucket, key)
+        for principal, bucket, key, revoked in itertools.product(PRINCIPALS, BUCKETS, KEYS, REVOCATIONS):
+            row = select(literal(bucket.id).label("id"), literal(bucket.name).label("name"),
+                         literal(bucket.owner).label("owner"), literal(bucket.visibility).label("visibility"),
+                         literal(key).label("key"), cast(literal(revoked), BigInteger).label("revoked")).subquery()
+            in_sql = connection.execute(select(policy.readable(principal, row.c, row.c.key, row.c.revoked))
+                                        ).scalar_one()
+            in_python = policy.can_read(principal, bucket, key, revoked)
+            assert bool(in_sql) == in_python, (principal, bucket, key, revoked)
+            allowed += in_python
+    assert 0 < allowed < len(PRINCIPALS) * len(BUCKETS) * len(KEYS) * len(REVOCATIONS)
+
+
+@pytest.mark.parametrize(("principal", "bucket", "revoked", "expected"), [
+    (presigned("olivia", "private"), BUCKETS[1], None, True),
+    (presigned("olivia", "private", key="another"), BUCKETS[1], None, False),  # one key only
+    (presigned("olivia", "private", bucket_id=99), BUCKETS[1], None, False),  # the bucket was re-created
+    (presigned("mallory", "private"), BUCKETS[1], None, False),  # the signer no longer owns it
+    (presigned("root", "other", bucket_id=3, admin=True), BUCKETS[2], None, True),
+    (presigned("olivia", "private"), BUCKETS[1], 2000, False),  # revoked after it was signed
+    (presigned("olivia", "private"), BUCKETS[1], 500, True),  # a revocation before it was signed
+])
+def test_presigned_reads(principal: Principal, bucket: BucketFacts, revoked: int | None, expected: bool) -> None:
+    assert AccessPolicy().can_read(principal, bucket, "obj", revoked) is expected

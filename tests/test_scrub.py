@@ -1,4 +1,4 @@
-"""`storage-admin verify`: scrubbing copies, marking them corrupt, repairing them from a good copy."""
+"""`storage-admin verify`: scrubbing copies piece by piece, recording damage, repairing each piece from a good twin."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 import shutil
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from storage_core.models import CopyState, FileCopy, StorageLocation
+from storage_core.models import CopyState, DamagedPiece, FileCopy, StorageLocation
 from tests.conftest import KiB, make_bucket, put
 
 pytestmark = pytest.mark.profile("storage")
@@ -31,6 +31,18 @@ def piece(root, checksum: str, index: int):
     return root / "pieces" / checksum[:2] / checksum[2:4] / f"{checksum}.{index}"
 
 
+def damage(storage) -> dict[str, list[int]]:
+    with storage.session_factory()() as session:
+        rows = session.execute(select(StorageLocation.name, DamagedPiece.piece_index)
+                               .join(FileCopy, FileCopy.id == DamagedPiece.copy_id)
+                               .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
+                               .order_by(StorageLocation.name, DamagedPiece.piece_index)).all()
+    found: dict[str, list[int]] = {}
+    for name, index in rows:
+        found.setdefault(name, []).append(index)
+    return found
+
+
 def states(storage) -> dict[str, str]:
     with storage.session_factory()() as session:
         return dict(session.execute(select(StorageLocation.name, FileCopy.state)
@@ -47,11 +59,12 @@ def test_verify_finds_corrupt_and_missing_pieces_and_repairs_them(storage, two_c
     report = storage.scrubber().verify()
     assert report["copies_checked"] == 2 and report["copies_ok"] == 1
     assert report["copies_bad"] == [{"checksum": checksum, "location": "hot", "pieces": [1, 3]}]
-    assert states(storage) == {"hot": CopyState.CORRUPT, "cold": CopyState.STORED}
+    assert states(storage) == {"hot": CopyState.STORED, "cold": CopyState.STORED}
+    assert damage(storage) == {"hot": [1, 3]}
 
     repaired = storage.scrubber().verify(location="hot", repair=True)
     assert repaired["repaired"] == [f"{checksum}@hot"]
-    assert states(storage) == {"hot": CopyState.STORED, "cold": CopyState.STORED}
+    assert damage(storage) == {}
     rebuilt = b"".join(piece(hot, checksum, i).read_bytes() for i in range(4))
     assert rebuilt == data
     assert storage.scrubber().verify()["copies_bad"] == []
@@ -63,7 +76,30 @@ def test_a_copy_with_no_good_twin_is_unrepairable(storage, two_copies):
     piece(cold, checksum, 0).write_bytes(b"y")
     report = storage.scrubber().verify(repair=True)
     assert sorted(report["unrepairable"]) == [f"{checksum}@cold", f"{checksum}@hot"]
-    assert set(states(storage).values()) == {CopyState.CORRUPT}
+    assert damage(storage) == {"cold": [0], "hot": [0]}
+
+
+def test_two_copies_damaged_in_different_pieces_repair_each_other(storage, two_copies):
+    checksum, data, hot, cold = two_copies
+    piece(hot, checksum, 0).write_bytes(b"x")
+    piece(cold, checksum, 2).unlink()
+    report = storage.scrubber().verify(repair=True)
+    assert report["unrepairable"] == []
+    assert sorted(report["repaired"]) == [f"{checksum}@cold", f"{checksum}@hot"]
+    for root in (hot, cold):
+        assert b"".join(piece(root, checksum, i).read_bytes() for i in range(4)) == data
+    assert damage(storage) == {}
+    assert storage.scrubber().verify()["copies_ok"] == 2
+
+
+def test_a_copy_marked_corrupt_before_per_piece_tracking_serves_again_once_verified(storage, two_copies):
+    checksum, _data, hot, _cold = two_copies
+    with storage.session_factory()() as session, session.begin():
+        session.execute(update(FileCopy).values(state=CopyState.CORRUPT))
+    piece(hot, checksum, 1).write_bytes(b"x")
+    storage.scrubber().verify()
+    assert states(storage) == {"hot": CopyState.STORED, "cold": CopyState.STORED}
+    assert damage(storage) == {"hot": [1]}
 
 
 def test_an_unreachable_location_is_reported_not_condemned(storage, two_copies):

@@ -6,7 +6,8 @@ from flask import request
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, current_account, services
+from storage_core.blueprints.common import authorize, principal, services
+from storage_core.errors import LengthRequired
 from storage_core.http_semantics import parse_content_md5, parse_hex_sha256, validate_content_type
 from storage_core.schemas import ObjectListArgs, ObjectListSchema, ObjectSchema, PresignRequestSchema, PresignSchema
 from storage_core.services.uploads import ObjectMetadata
@@ -26,6 +27,9 @@ blp = profile("storage")(Blueprint("objects", __name__, url_prefix="/api/v1", de
 def put_object(bucket: str, key: str) -> tuple[dict, int]:
     """Upload: the raw body is streamed to disk, verified, cut into pieces and stored."""
     headers = request.headers
+    if request.content_length is None and "chunked" not in headers.get("Transfer-Encoding", "").lower():
+        # without either, the end of the body cannot be told from a dropped connection
+        raise LengthRequired("an upload needs Content-Length or chunked Transfer-Encoding")
     expected = Digests(md5=parse_content_md5(headers.get("Content-MD5")),
                        sha256=parse_hex_sha256(headers.get("X-Checksum-Sha256"), "X-Checksum-Sha256"))
     stored = services().upload_service().put(
@@ -57,7 +61,5 @@ def delete_object(bucket: str, key: str) -> None:
 @blp.response(200, PresignSchema)
 def presign(body: dict, bucket: str, key: str) -> dict:
     """A signed GET URL for the object, charged to the caller's account, valid for ``expires_in`` seconds."""
-    services().object_service().get(bucket, key)  # 404 for an object that does not exist
-    path, expires = services().authenticator().presign(f"/api/v1/buckets/{bucket}/objects/{key}",
-                                                       current_account(), body["expires_in"])
+    path, expires = services().permission_service().presign(principal(), bucket, key, body["expires_in"])
     return {"url": request.host_url.rstrip("/") + path, "expires_at": expires}

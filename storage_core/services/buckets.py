@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,7 +17,7 @@ from storage_core.models import Bucket, BucketTraffic, Object
 from storage_core.names import validate_bucket_name
 from storage_core.services.locations import validate_location_names
 from storage_core.settings import Settings
-from storage_core.timeutil import current_year_month
+from storage_core.timeutil import now_us, year_month_of
 
 # what the service operator grants (free quotas, placement) or who is billed: not the owner's to change
 ADMIN_ONLY_FIELDS = frozenset({"owner", "free_read_quota", "monthly_free_read_quota", "locations"})
@@ -44,9 +45,11 @@ def bucket_view(bucket: Bucket) -> dict[str, Any]:
 
 @profile("storage")
 class BucketService:
-    def __init__(self, session_factory: sessionmaker[Session], settings: Settings):
+    def __init__(self, session_factory: sessionmaker[Session], settings: Settings,
+                 clock: Callable[[], int] = now_us):
         self.session_factory = session_factory
         self.settings = settings
+        self.clock = clock
 
     def list(self, principal: Principal) -> list[dict[str, Any]]:
         query = select(Bucket).order_by(Bucket.name)
@@ -90,24 +93,36 @@ class BucketService:
             bucket = get_bucket(session, name)
             if "locations" in changes:
                 bucket.locations = validate_location_names(session, changes.pop("locations"))
+            granted_before = bucket.free_read_quota
             for field, value in changes.items():
                 setattr(bucket, field, value)
-            # The current month's quota row follows the new figures at once (later months are created
-            # from the bucket). Lowering a quota below what was consumed simply leaves nothing to read.
-            month_changes = {}
-            if "charged_read_quota" in changes:
-                month_changes["charged_quota_size"] = changes["charged_read_quota"]
-            if "monthly_free_read_quota" in changes:
-                month_changes["monthly_free_quota_size"] = changes["monthly_free_read_quota"]
-            if month_changes:
-                session.execute(
-                    update(BucketTraffic)
-                    .where(BucketTraffic.bucket_id == bucket.id,
-                           BucketTraffic.year_month >= current_year_month())
-                    .values(**month_changes)
-                )
+            self._apply_to_current_month(session, bucket, changes, granted_before)
             session.flush()
             return bucket_view(bucket)
+
+    def _apply_to_current_month(self, session: Session, bucket: Bucket, changes: dict[str, Any],
+                                granted_before: int) -> None:
+        """New grants take effect at once: the month rows already made follow them (later months are made
+        from the bucket). What was consumed stays consumed; a quota lowered below it leaves nothing."""
+        month = year_month_of(self.clock())
+        figures = {}
+        if "charged_read_quota" in changes:
+            figures["charged_quota_size"] = changes["charged_read_quota"]
+        if "monthly_free_read_quota" in changes:
+            figures["monthly_free_quota_size"] = changes["monthly_free_read_quota"]
+        if figures:
+            session.execute(update(BucketTraffic)
+                            .where(BucketTraffic.bucket_id == bucket.id, BucketTraffic.year_month >= month)
+                            .values(**figures))
+        delta = changes.get("free_read_quota", granted_before) - granted_before
+        if delta:
+            # the one-time grant's rest lives in the latest month row (each new month carries it over)
+            latest = (select(func.max(BucketTraffic.year_month)).where(BucketTraffic.bucket_id == bucket.id)
+                      .scalar_subquery())
+            remaining = BucketTraffic.free_quota_remaining + delta
+            session.execute(update(BucketTraffic)
+                            .where(BucketTraffic.bucket_id == bucket.id, BucketTraffic.year_month == latest)
+                            .values(free_quota_remaining=case((remaining < 0, 0), else_=remaining)))
 
     def delete(self, name: str) -> None:
         with transaction(self.session_factory) as session:

@@ -17,13 +17,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import delete, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.db import transaction
 from storage_core.errors import Conflict, NotFound, StorageUnavailable
 from storage_core.layout import FileLayout
-from storage_core.models import CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.models import CopyState, DamagedPiece, File, FileCopy, Object, StorageLocation, utcnow
 from storage_core.plugin import LocationPlugin
 from storage_core.services.locations import require_room, usage
 from storage_core.services.reader import VerifiedReader
@@ -33,10 +34,21 @@ from storage_core.spool import Spool
 log = logging.getLogger(__name__)
 
 
+class ContentBusy(Conflict):
+    """Another request is writing or removing this content on a location: wait for it, then look again."""
+
+
 @dataclass
 class PendingWrite:
     copy_id: int
     location: StorageLocation
+
+
+def record_damage(session: Session, copy_id: int, piece: int, reason: str) -> None:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(DamagedPiece).values(copy_id=copy_id, piece_index=piece, reason=reason,
+                                                        detected_at=utcnow())
+                    .on_conflict_do_update(index_elements=["copy_id", "piece_index"], set_={"reason": reason}))
 
 
 def lock_file(session: Session, checksum: str) -> File | None:
@@ -74,15 +86,16 @@ class ContentStore:
         pending: list[PendingWrite] = []
         needs_space = [loc for loc in locations if loc.id not in copies and loc.capacity is not None]
         used = usage(session, [loc.id for loc in needs_space]) if needs_space else {}
+        # a stored copy with damaged pieces is written again: the upload brings every piece
+        damaged = set(session.scalars(select(DamagedPiece.copy_id).where(
+            DamagedPiece.copy_id.in_([c.id for c in copies.values()])))) if copies else set()
         for location in locations:
             copy = copies.get(location.id)
-            if copy is not None and copy.state == CopyState.STORED:
+            if copy is not None and copy.state == CopyState.STORED and copy.id not in damaged:
                 continue
             if copy is not None and copy.state in (CopyState.PENDING, CopyState.DELETING):
                 doing = "written to" if copy.state == CopyState.PENDING else "removed from"
-                raise Conflict(
-                    f"the same content is being {doing} location {location.name!r} by another request; retry"
-                )
+                raise ContentBusy(f"the same content is being {doing} location {location.name!r} by another request")
             if copy is None:
                 require_room(session, location, file.size, used)
                 copy = FileCopy(checksum=file.checksum, location_id=location.id, state=CopyState.PENDING)
@@ -128,9 +141,11 @@ class ContentStore:
 
     @staticmethod
     def mark_stored(session: Session, pending: list[PendingWrite]) -> None:
+        """Every piece of these copies was just written: they serve, whole."""
         if pending:
-            session.execute(update(FileCopy).where(FileCopy.id.in_([p.copy_id for p in pending]))
-                            .values(state=CopyState.STORED, owner=None))
+            ids = [p.copy_id for p in pending]
+            session.execute(update(FileCopy).where(FileCopy.id.in_(ids)).values(state=CopyState.STORED, owner=None))
+            session.execute(delete(DamagedPiece).where(DamagedPiece.copy_id.in_(ids)))
 
     @staticmethod
     def _drop_file_if_unused(session: Session, checksum: str) -> None:
@@ -145,16 +160,15 @@ class ContentStore:
         return VerifiedReader(FileLayout.of(file), self.plugins.servable_sources(session, file.checksum),
                               self.note_failure)
 
-    def note_failure(self, source: Source, exc: StorageUnavailable) -> None:
-        """A copy that lost or corrupted a piece stops being served until it is repaired."""
+    def note_failure(self, source: Source, piece: int, exc: StorageUnavailable) -> None:
+        """A piece lost or corrupted on one copy is not asked of that copy again until it is repaired; the
+        copy's other pieces still serve."""
         if exc.code in ("PieceMissing", "CorruptPiece"):
             try:
                 with transaction(self.session_factory) as session:
-                    session.execute(update(FileCopy).where(FileCopy.id == source.copy_id,
-                                                           FileCopy.state == CopyState.STORED)
-                                    .values(state=CopyState.CORRUPT))
+                    record_damage(session, source.copy_id, piece, exc.code)
             except Exception:
-                log.exception("could not mark copy %d corrupt", source.copy_id)
+                log.exception("could not record damage of piece %d of copy %d", piece, source.copy_id)
 
     # ---- copies ----------------------------------------------------------------------------------
 

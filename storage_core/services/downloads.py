@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import Principal
 from storage_core.db import transaction
+from storage_core.delivery import DeliveryWatch
 from storage_core.errors import PreconditionFailed, RangeNotSatisfiable, StorageUnavailable
 from storage_core.http_semantics import (
     Conditions,
+    TooManyRanges,
     content_range,
     evaluate_preconditions,
     http_date,
@@ -33,7 +35,7 @@ from storage_core.http_semantics import (
 from storage_core.services.content import ContentStore
 from storage_core.services.limits import Admission, DownloadLimits
 from storage_core.services.quota import Charge, QuotaService, ReadRequest
-from storage_core.services.reader import VerifiedReader
+from storage_core.services.reader import VerifiedReader, servable
 from storage_core.services.resolve import Resolver, Selector, Target
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,9 @@ class Download:
 class ChargedBody:
     """The response body: counts the content bytes the client received, refunds the rest when closed.
 
-    ``chunks`` yields ``(data, is_content)``; multipart framing is sent but not charged.
+    ``chunks`` yields ``(data, is_content)``; multipart framing is sent but not charged. A door that can
+    see the client's socket attaches a ``DeliveryWatch`` (storage_core/delivery.py): a body that ends
+    early is then refunded down to what the client acknowledged, and a client that stops reading is cut.
     """
 
     def __init__(self, chunks: Chunks, quota: QuotaService, charge: Charge | None,
@@ -71,21 +75,35 @@ class ChargedBody:
         self._prefetched = prefetched
         self._limits = limits
         self._admission = admission
+        self._watch: DeliveryWatch | None = None
         self.delivered = 0
+        self._complete = False
         self._closed = False
+
+    def attach(self, watch: DeliveryWatch | None) -> None:
+        self._watch = watch
 
     def __iter__(self) -> Iterator[bytes]:
         renew_at = time.monotonic() + self._limits.renew_every_seconds if self._admission else None
+        watch, handed = self._watch, 0
+        if watch is not None:
+            watch.before_first_chunk()
         for source in (self._prefetched, self._chunks):
             for data, is_content in source:
+                if watch is not None and not is_content:
+                    watch.framing(handed, len(data))
                 yield data
-                # resumed: the server has written the chunk
+                # resumed: the server has handed the chunk to the kernel
+                if watch is not None and not handed:
+                    watch.after_first_chunk(len(data))
+                handed += len(data)
                 if is_content:
                     self.delivered += len(data)
                 if self._admission is not None and renew_at is not None and time.monotonic() >= renew_at:
                     self._limits.renew(self._admission)
                     renew_at = time.monotonic() + self._limits.renew_every_seconds
         self._prefetched = []
+        self._complete = True
 
     def close(self) -> None:
         if self._closed:
@@ -94,15 +112,23 @@ class ChargedBody:
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
+        received = self.delivered
+        if self._watch is not None:
+            if not self._complete:
+                # handed to the kernel is not received: what the client acknowledged is
+                acknowledged = self._watch.received_content()
+                if acknowledged is not None:
+                    received = acknowledged
+            self._watch.done()
         if self._admission is not None:
             try:
                 self._limits.release(self._admission)
             except Exception:  # the lease expires by itself
                 log.exception("could not release download lease %s", self._admission.lease_id)
-        if self._charge is not None and self.delivered < self._charge.size:
-            undelivered = self._charge.size - self.delivered
+        if self._charge is not None and received < self._charge.size:
+            undelivered = self._charge.size - received
             log.info("read record %d ended after %d of %d bytes; refunding %d", self._charge.record_id,
-                     self.delivered, self._charge.size, undelivered)
+                     received, self._charge.size, undelivered)
             try:
                 self._quota.refund(self._charge, undelivered)
             except Exception:
@@ -126,13 +152,15 @@ class _Shape:
 
 class DownloadService:
     def __init__(self, session_factory: sessionmaker[Session], resolver: Resolver, content: ContentStore,
-                 quota: QuotaService, limits: DownloadLimits, verify_reads: bool = True):
+                 quota: QuotaService, limits: DownloadLimits, verify_reads: bool = True, public_max_age: int = 0):
         self.session_factory = session_factory
         self.resolver = resolver
         self.content = content
         self.quota = quota
         self.limits = limits
         self.verify_reads = verify_reads
+        # shared caches may keep public objects; a private object or a presigned read only the client may
+        self._public_cache = f"public, max-age={public_max_age}" if public_max_age else "public, no-cache"
 
     def open(self, selector: Selector, conditions: Conditions, principal: Principal,
              etag: Callable[[Target], str] = native_etag) -> Download:
@@ -144,7 +172,7 @@ class DownloadService:
         file = target.file
         tag = etag(target)
         headers = {"ETag": tag, "Last-Modified": http_date(target.last_modified), "Accept-Ranges": "bytes",
-                   "Content-Type": target.content_type}
+                   "Cache-Control": self._cache_control(target, principal), "Content-Type": target.content_type}
         decided = evaluate_preconditions(conditions, tag, target.last_modified)
         if decided == 412:
             raise PreconditionFailed("a precondition of the request does not hold for this object",
@@ -154,7 +182,11 @@ class DownloadService:
         ranges = None
         if conditions.range and if_range_allows(conditions.if_range, tag, int(target.last_modified.timestamp()),
                                                 target.last_modified_strong):
-            ranges = parse_range_header(conditions.range, file.size)
+            try:
+                ranges = parse_range_header(conditions.range, file.size)
+            except TooManyRanges as exc:
+                raise RangeNotSatisfiable(str(exc), headers={"Content-Range": unsatisfied_content_range(file.size),
+                                                             **headers}) from None
         if ranges == []:
             raise RangeNotSatisfiable(
                 f"no requested range is within the {file.size} bytes of the object",
@@ -162,11 +194,12 @@ class DownloadService:
             )
         shape = self._shape(ranges, file.size, target, headers)
         headers["Content-Length"] = str(shape.length)
+        # HEAD answers what GET would: 503 when some wanted piece has no copy that could serve it
+        if shape.content_size and not servable(file, target.sources, shape.ranges):
+            raise StorageUnavailable(f"no enabled location holds a good copy of every wanted piece of {file.checksum}")
         if conditions.method == "HEAD":
             return Download(shape.status, target, headers)
         reader = VerifiedReader(file, target.sources, self.content.note_failure, verify=self.verify_reads)
-        if not reader.sources and file.size:
-            raise StorageUnavailable(f"no enabled location holds a stored copy of {file.checksum}")
         charge, admission = self._admit_and_charge(target, shape.content_size, principal.account)
         # committed: the charge and its record are durable before any byte leaves
         chunks = self._chunks(reader, shape)
@@ -183,6 +216,11 @@ class DownloadService:
             raise
         return Download(shape.status, target, headers,
                         ChargedBody(chunks, self.quota, charge, prefetched, self.limits, admission))
+
+    def _cache_control(self, target: Target, principal: Principal) -> str:
+        if target.visibility == "public-read" and principal.presigned is None:
+            return self._public_cache
+        return "private"
 
     def _admit_and_charge(self, target: Target, size: int, account: str) -> tuple[Charge | None, Admission | None]:
         """Take the account's download limits, then charge the bucket; a failed charge gives the limits back.

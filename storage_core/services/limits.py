@@ -23,11 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_core.db import transaction
 from storage_core.errors import ConcurrentDownloadLimit, MonthlyDownloadLimit
 from storage_core.models import AccountLimit, AccountMonthlyDownloads, DownloadLease
-from storage_core.timeutil import now_us, year_month_of
+from storage_core.timeutil import now_us, seconds_to_next_month, year_month_of
 
 log = logging.getLogger(__name__)
 
 M = AccountMonthlyDownloads
+# a slot frees when any download of the account ends: worth trying again soon
+CONCURRENT_RETRY_AFTER = "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,8 @@ class DownloadLimits:
                 exists = session.scalar(select(M.downloads).where(M.account == account, M.year_month == year_month))
                 if exists is not None or limit.max_monthly_downloads < 1:
                     raise MonthlyDownloadLimit(
-                        f"account {account!r} reached its {limit.max_monthly_downloads} downloads this month")
+                        f"account {account!r} reached its {limit.max_monthly_downloads} downloads this month",
+                        headers={"Retry-After": str(seconds_to_next_month(now))})
                 # the row lock above serialises this account, so this insert cannot race another
                 session.execute(insert(M).values(account=account, year_month=year_month, downloads=1))
         if limit.max_concurrent_downloads is not None:
@@ -81,7 +84,7 @@ class DownloadLimits:
             if active >= limit.max_concurrent_downloads:
                 raise ConcurrentDownloadLimit(
                     f"account {account!r} already has {active} of {limit.max_concurrent_downloads} "
-                    "simultaneous downloads")
+                    "simultaneous downloads", headers={"Retry-After": CONCURRENT_RETRY_AFTER})
             # acquired_us is read after the count: a lease released in between (its released_us read
             # before its commit) never appears to overlap this one, whatever the scheduler did
             lease_id = session.execute(

@@ -14,14 +14,16 @@ from storage_core.services.sources import Source
 log = logging.getLogger(__name__)
 
 
-FailureHook = Callable[[Source, StorageUnavailable], None]
+# (the copy, the piece, what went wrong)
+FailureHook = Callable[[Source, int, StorageUnavailable], None]
 
 
 class VerifiedReader:
     """Streams byte ranges of one file, block by block, each block checked against its recorded digest.
 
     A block that cannot be read from a copy, or does not match, is read from the next copy; a copy
-    that is unreachable is not asked again during this read. Memory is bounded by one block.
+    that is unreachable is not asked again during this read, and a piece known to be damaged on a copy
+    (``Source.damaged``) is not asked of that copy. Memory is bounded by one block.
     """
 
     def __init__(self, layout: FileLayout, sources: list[Source], on_failure: FailureHook | None = None,
@@ -33,7 +35,7 @@ class VerifiedReader:
         self._hash = BLOCK_HASHES[layout.block_hash]
         self._served = [BYTES_SERVED.labels(source.location) for source in sources]
         self._dead: set[int] = set()
-        self._bad_pieces: set[tuple[int, int]] = set()
+        self._bad_pieces = {(position, piece) for position, source in enumerate(sources) for piece in source.damaged}
 
     def iter_range(self, start: int, end: int) -> Iterator[bytes]:
         layout = self.layout
@@ -73,8 +75,21 @@ class VerifiedReader:
                 FAILOVERS.labels(source.location, exc.code).inc()
                 log.warning("copy of %s on %s failed: %s", layout.checksum, source.location, exc.detail)
                 if self.on_failure is not None:
-                    self.on_failure(source, exc)
+                    self.on_failure(source, piece, exc)
         raise StorageUnavailable(
             f"no copy of {layout.checksum} can serve piece {piece}"
             + (f" ({'; '.join(errors)})" if errors else " (no servable copy)")
         )
+
+
+
+def servable(layout: FileLayout, sources: list[Source], ranges: list[tuple[int, int]]) -> bool:
+    """Whether every piece the ranges touch has a copy not known to be damaged there: when not, a read
+    could only fail, so HEAD and GET say 503 before anything is charged."""
+    if not sources:
+        return False
+    if not any(source.damaged for source in sources):
+        return True  # the common case costs nothing
+    damaged_everywhere = frozenset.intersection(*(source.damaged for source in sources))
+    return not any(piece.index in damaged_everywhere
+                   for start, end in ranges for piece in split_range(start, end, layout.piece_size))

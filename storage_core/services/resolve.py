@@ -15,11 +15,21 @@ from typing import Any
 from sqlalchemy import Engine, Row, String, and_, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from storage_core.auth import AccessPolicy, Principal
+from storage_core.auth import AccessPolicy, BucketFacts, Principal
 from storage_core.db import PreparedQuery, connection
-from storage_core.errors import Conflict, NotFound, ObjectNotFound, Unauthorized
+from storage_core.errors import Conflict, Forbidden, NotFound, ObjectNotFound
 from storage_core.layout import FileLayout
-from storage_core.models import AccountLimit, Bucket, CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.models import (
+    AccountLimit,
+    Bucket,
+    CopyState,
+    DamagedPiece,
+    File,
+    FileCopy,
+    Object,
+    PresignRevocation,
+    StorageLocation,
+)
 from storage_core.services.combiner import Combiner
 from storage_core.services.permissions import bucket_access
 from storage_core.services.sources import PluginCache, Source, serving_order
@@ -69,12 +79,15 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
 
     ``batch``: the objects of many downloads at once, given as three arrays (``buckets``, ``keys``,
     ``accounts``); each row says which download it belongs to in ``request`` (1-based)."""
-    o, b, f, c, loc, lim = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation, AccountLimit))
+    o, b, f, c, loc, lim, rev, dmg = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation,
+                                                           AccountLimit, PresignRevocation, DamagedPiece))
     columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at, o.c.last_modified_weak,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
                f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash, f.c.md5,
                c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
-               loc.c.updated_at.label("location_version"), lim.c.account.label("limited")]
+               loc.c.updated_at.label("location_version"), lim.c.account.label("limited"),
+               rev.c.revoked_before_us,
+               select(dmg.c.copy_id).where(dmg.c.copy_id == c.c.id).exists().label("damaged")]
     serving = serving_order(loc.c)
     if batch:
         names = ("buckets", "keys", "accounts")
@@ -93,7 +106,8 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
             .join(f, f.c.checksum == o.c.checksum)
             .outerjoin(c, and_(c.c.checksum == f.c.checksum, or_(*(c.c.state == s for s in CopyState.SERVABLE))))
             .outerjoin(loc, and_(loc.c.id == c.c.location_id, loc.c.enabled.is_(True)))
-            .outerjoin(lim, lim.c.account == account))
+            .outerjoin(lim, lim.c.account == account)
+            .outerjoin(rev, rev.c.account == account))
         .where(*conditions)
         .order_by(*order)
     )
@@ -107,6 +121,10 @@ BY_KEYS = PreparedQuery("resolve_by_keys", _resolve_statement(batch=True))
 BY_CHECKSUM = PreparedQuery("resolve_by_checksum", _resolve_statement(_o.c.checksum == bindparam("checksum")))
 BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_statement(
     _o.c.checksum == bindparam("checksum"), _b.c.name == bindparam("bucket")))
+
+
+def _facts(row: Any) -> BucketFacts:
+    return BucketFacts(row.bucket_id, row.bucket, row.owner, row.visibility)
 
 
 class Resolver:
@@ -141,8 +159,8 @@ class Resolver:
 
     def _target(self, rows: list[Any]) -> Target:
         first = rows[0]
-        sources = [self.plugins.source_of_row(self.engine, row)
-                   for row in rows if row.object_id == first.object_id and row.location_id is not None]
+        sources = self.plugins.sources_of_rows(
+            self.engine, [row for row in rows if row.object_id == first.object_id and row.location_id is not None])
         return Target(first.bucket_id, first.bucket, first.visibility, first.key, first.object_id,
                       first.content_type, as_utc(first.created_at), not first.last_modified_weak, first.md5,
                       FileLayout.of(first), sources,
@@ -151,12 +169,15 @@ class Resolver:
     def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:
         rows = self._rows_by_key(bucket, key, principal.account)
         if not rows:
+            if principal.presigned is not None:
+                raise Forbidden("the object this presigned URL names no longer exists")
             with connection(self.engine) as conn:
                 found = bucket_access(conn, bucket)
             # who may not read the bucket may not learn which keys exist in it either
-            self.policy.require_read(principal, bucket, found.owner, found.visibility, key)
+            self.policy.require_read(principal, found, key)
             raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket!r}")
-        self.policy.require_read(principal, bucket, rows[0].owner, rows[0].visibility, key)
+        first = rows[0]
+        self.policy.require_read(principal, _facts(first), key, first.revoked_before_us)
         return self._target(rows)
 
     def _by_checksum(self, checksum: str, bucket: str | None, principal: Principal) -> Target:
@@ -165,10 +186,9 @@ class Resolver:
                 rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
             else:
                 rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
-        readable = [row for row in rows
-                    if self.policy.can_read(principal, row.bucket, row.owner, row.visibility, row.key)]
-        if rows and not readable and not principal.authenticated:
-            raise Unauthorized("authentication required to read this file")
+        readable = [row for row in rows if self.policy.can_read(principal, _facts(row), row.key, row.revoked_before_us)]
+        # a file held only where the caller cannot read is, to the caller, a file that does not exist:
+        # anyone holding a document must not learn from us that it is stored here
         if not readable:
             where = f" in bucket {bucket!r}" if bucket else ""
             raise NotFound(f"no object with checksum {checksum}{where}")

@@ -1,19 +1,24 @@
-"""Scrubbing: read every block of every copy, mark bad copies corrupt, and repair them from a good copy."""
+"""Scrubbing: read every piece of every copy, record the damaged pieces, and repair them piece by piece.
+
+Damage is tracked per piece of a copy (``DamagedPiece``): a copy with one bad piece still serves its
+other pieces, and a bad piece is rebuilt from any copy whose same piece is good, so two copies damaged
+in different pieces repair each other.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
 from storage_core.db import transaction
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
 from storage_core.layout import FileLayout
-from storage_core.models import CopyState, File, FileCopy, StorageLocation
-from storage_core.services.content import IterStream, lock_file
+from storage_core.models import CopyState, DamagedPiece, File, FileCopy, StorageLocation
+from storage_core.services.content import IterStream, lock_file, record_damage
 from storage_core.services.reader import VerifiedReader
 from storage_core.services.sources import PluginCache, Source
 
@@ -27,8 +32,8 @@ class Scrubber:
         self.plugins = plugins
 
     def verify(self, location: str | None = None, repair: bool = False) -> dict[str, Any]:
-        """Check every stored or corrupt copy (of one location, or all); with ``repair``, rewrite the bad
-        pieces of a copy from the other copies and serve it again."""
+        """Check every stored copy (of one location, or all), piece by piece; with ``repair``, rewrite each bad
+        piece from a copy whose same piece is good."""
         report: dict[str, Any] = {"copies_checked": 0, "copies_ok": 0, "copies_bad": [], "repaired": [],
                                   "unrepairable": [], "unreachable": []}
         query = (select(FileCopy.id, FileCopy.checksum, StorageLocation)
@@ -52,62 +57,79 @@ class Scrubber:
             except StorageUnavailable as exc:
                 report["unreachable"].append(f"{checksum}@{loc.name}: {exc.detail}")
                 continue
+            self._record(copy_id, bad)
             if not bad:
                 report["copies_ok"] += 1
-                self._set_state(copy_id, CopyState.STORED, only_from=CopyState.CORRUPT)
                 continue
-            report["copies_bad"].append({"checksum": checksum, "location": loc.name, "pieces": bad})
-            self._set_state(copy_id, CopyState.CORRUPT, only_from=CopyState.STORED)
+            report["copies_bad"].append({"checksum": checksum, "location": loc.name, "pieces": sorted(bad)})
             if repair:
-                if self._repair(layout, source, bad):
-                    report["repaired"].append(f"{checksum}@{loc.name}")
-                else:
+                left = self._repair(layout, source, bad)
+                if left:
                     report["unrepairable"].append(f"{checksum}@{loc.name}")
+                else:
+                    report["repaired"].append(f"{checksum}@{loc.name}")
         log.info("verify: %s", report)
         return report
 
     @staticmethod
-    def _bad_pieces(layout: FileLayout, source: Source) -> list[int]:
-        """Pieces of this copy that are missing, short or fail their block checksums."""
+    def _bad_pieces(layout: FileLayout, source: Source, pieces: list[int] | None = None) -> dict[int, str]:
+        """Pieces of this copy that are missing, short or fail their block digests, with the reason."""
         failures: list[StorageUnavailable] = []
-        reader = VerifiedReader(layout, [source], lambda _source, exc: failures.append(exc))
-        bad = []
+        reader = VerifiedReader(layout, [source], lambda _source, _piece, exc: failures.append(exc))
+        bad: dict[int, str] = {}
         for index, start, length in layout.pieces():
+            if pieces is not None and index not in pieces:
+                continue
             try:
                 for _ in reader.iter_range(start, start + length):
                     pass
             except StorageUnavailable:
                 if failures and not isinstance(failures[-1], PieceMissing | CorruptPiece):
                     raise failures[-1] from None  # the location is unreachable: no verdict on the copy
-                bad.append(index)
+                bad[index] = failures[-1].code if failures else "PieceMissing"
         return bad
 
-    def _repair(self, layout: FileLayout, target: Source, pieces: list[int]) -> bool:
-        with transaction(self.session_factory) as session:
-            sources = self.plugins.servable_sources(session, layout.checksum, excluding=target.copy_id)
-        if not sources:
-            return False
-        reader = VerifiedReader(layout, sources)
-        try:
-            for index in pieces:
-                start = index * layout.piece_size
-                length = layout.piece_length(index)
-                target.plugin.write_piece(layout.checksum, index, IterStream(reader.iter_range(start, start + length)),
-                                          length)
-        except StorageUnavailable as exc:
-            log.warning("repair of %s on %s failed: %s", layout.checksum, target.location, exc.detail)
-            return False
-        # the rewritten pieces are checked like any other before the copy serves again
-        if self._bad_pieces(layout, target):
-            return False
-        self._set_state(target.copy_id, CopyState.STORED, only_from=CopyState.CORRUPT)
-        return True
-
-    def _set_state(self, copy_id: int, state: str, only_from: str) -> None:
+    def _record(self, copy_id: int, bad: dict[int, str]) -> None:
+        """The copy's damage is exactly what was found; a copy marked corrupt before per-piece tracking
+        serves again, its bad pieces (if any) recorded."""
         with transaction(self.session_factory) as session:
             checksum = session.scalar(select(FileCopy.checksum).where(FileCopy.id == copy_id))
             if checksum is None:
                 return
             lock_file(session, checksum)
-            session.execute(update(FileCopy).where(FileCopy.id == copy_id, FileCopy.state == only_from)
-                            .values(state=state))
+            session.execute(delete(DamagedPiece).where(DamagedPiece.copy_id == copy_id,
+                                                       DamagedPiece.piece_index.not_in(list(bad))))
+            for piece, reason in bad.items():
+                record_damage(session, copy_id, piece, reason)
+            session.execute(update(FileCopy).where(FileCopy.id == copy_id, FileCopy.state == CopyState.CORRUPT)
+                            .values(state=CopyState.STORED))
+
+    def _note(self, source: Source, piece: int, exc: StorageUnavailable) -> None:
+        if isinstance(exc, PieceMissing | CorruptPiece):
+            with transaction(self.session_factory) as session:
+                record_damage(session, source.copy_id, piece, exc.code)
+
+    def _repair(self, layout: FileLayout, target: Source, bad: dict[int, str]) -> list[int]:
+        """Rewrite each bad piece from the other copies; returns the pieces no copy could give."""
+        with transaction(self.session_factory) as session:
+            sources = self.plugins.servable_sources(session, layout.checksum, excluding=target.copy_id)
+        left = []
+        for index in sorted(bad):
+            start, length = index * layout.piece_size, layout.piece_length(index)
+            reader = VerifiedReader(layout, sources, self._note)
+            try:
+                target.plugin.write_piece(layout.checksum, index, IterStream(reader.iter_range(start, start + length)),
+                                          length)
+            except StorageUnavailable as exc:
+                log.warning("repair of piece %d of %s on %s failed: %s", index, layout.checksum, target.location,
+                            exc.detail)
+                left.append(index)
+                continue
+            # the rewritten piece is checked like any other before it serves again
+            if self._bad_pieces(layout, target, [index]):
+                left.append(index)
+                continue
+            with transaction(self.session_factory) as session:
+                session.execute(delete(DamagedPiece).where(DamagedPiece.copy_id == target.copy_id,
+                                                           DamagedPiece.piece_index == index))
+        return left

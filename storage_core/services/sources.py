@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from storage_core.db import connection
 from storage_core.errors import StorageUnavailable
-from storage_core.models import CopyState, FileCopy, StorageLocation
+from storage_core.models import CopyState, DamagedPiece, FileCopy, StorageLocation
 from storage_core.plugin import LocationPlugin, PluginRegistry
 
 
@@ -36,6 +36,7 @@ class Source:
     location: str
     tier: str
     plugin: LocationPlugin
+    damaged: frozenset[int] = frozenset()  # pieces known to be missing or corrupt on this copy
 
 
 class PluginCache:
@@ -80,14 +81,17 @@ class PluginCache:
         self._by_version[location_id] = (version, plugin)
         return plugin
 
-    def source(self, copy_id: int, location: StorageLocation) -> Source:
-        return Source(copy_id, location.id, location.name, location.tier, self.plugin_for(location))
+    def source(self, copy_id: int, location: StorageLocation, damaged: frozenset[int] = frozenset()) -> Source:
+        return Source(copy_id, location.id, location.name, location.tier, self.plugin_for(location), damaged)
 
-    def source_of_row(self, engine: Engine, row: Any) -> Source:
-        """The source of a resolving row (``copy_id``, ``location_id``, ``location``, ``tier``,
-        ``location_version``), without loading the location unless its configuration changed."""
-        return Source(row.copy_id, row.location_id, row.location, row.tier,
-                      self.plugin_for_id(engine, row.location_id, row.location_version))
+    def sources_of_rows(self, engine: Engine, rows: list[Any]) -> list[Source]:
+        """The sources of resolving rows (``copy_id``, ``location_id``, ``location``, ``tier``,
+        ``location_version``, ``damaged``), without loading a location unless its configuration changed;
+        the damaged pieces are read only for copies that have some."""
+        damage = damaged_pieces(engine, [row.copy_id for row in rows if row.damaged])
+        return [Source(row.copy_id, row.location_id, row.location, row.tier,
+                       self.plugin_for_id(engine, row.location_id, row.location_version),
+                       damage.get(row.copy_id, frozenset())) for row in rows]
 
     def servable_sources(self, session: Session, checksum: str, *, excluding: int | None = None) -> list[Source]:
         """The copies of a file that can serve, in serving order (``excluding`` one copy id)."""
@@ -98,4 +102,22 @@ class PluginCache:
                    StorageLocation.enabled.is_(True))
             .order_by(*serving_order())
         ).all()
-        return [self.source(copy_id, location) for copy_id, location in rows if copy_id != excluding]
+        damage = damaged_pieces(session, [copy_id for copy_id, _ in rows])
+        return [self.source(copy_id, location, damage.get(copy_id, frozenset()))
+                for copy_id, location in rows if copy_id != excluding]
+
+
+def damaged_pieces(conn: Engine | Session, copy_ids: list[int]) -> dict[int, frozenset[int]]:
+    """The damaged pieces of each of these copies (only those that have some appear)."""
+    if not copy_ids:
+        return {}
+    query = select(DamagedPiece.copy_id, DamagedPiece.piece_index).where(DamagedPiece.copy_id.in_(copy_ids))
+    if isinstance(conn, Engine):
+        with connection(conn) as c:
+            rows = c.execute(query).all()
+    else:
+        rows = conn.execute(query).all()
+    found: dict[int, set[int]] = {}
+    for copy_id, piece in rows:
+        found.setdefault(copy_id, set()).add(piece)
+    return {copy_id: frozenset(pieces) for copy_id, pieces in found.items()}

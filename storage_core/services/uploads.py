@@ -9,20 +9,22 @@ what a crash leaves.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
 from storage_core.db import transaction
-from storage_core.errors import StorageUnavailable
+from storage_core.errors import BucketNotFound, StorageUnavailable
 from storage_core.models import Bucket, File, Object, StorageLocation, utcnow
 from storage_core.names import validate_key
 from storage_core.services.buckets import get_bucket
-from storage_core.services.content import ContentStore
+from storage_core.services.content import ContentBusy, ContentStore, PendingWrite
 from storage_core.services.objects import object_view
 from storage_core.settings import Settings
 from storage_core.spool import Digests, Spool
@@ -77,10 +79,7 @@ class UploadService:
             spool.receive(stream, length, self.settings.max_upload_size)
             spool.verify(expected)
             owner = uuid.uuid4().hex
-            with transaction(self.session_factory) as session:
-                pending = self.content.reserve(session, spool, locations, owner)
-                if not pending:  # every location already holds the content: link it and finish
-                    view, replaced = self._link(session, bucket_id, bucket_name, key, spool.sha256, metadata)
+            pending, view, replaced = self._reserve(spool, locations, owner, bucket_id, bucket_name, key, metadata)
             if pending:
                 self.content.write(spool, pending)
                 try:
@@ -94,20 +93,51 @@ class UploadService:
             self.content.release(replaced)
         return StoredObject(view, replaced is None)
 
+    def _reserve(self, spool: Spool, locations: list[StorageLocation], owner: str, bucket_id: int, bucket_name: str,
+                 key: str, metadata: ObjectMetadata) -> tuple[list[PendingWrite], dict[str, Any] | None, str | None]:
+        """Reserve pending copies where the content is missing; where it is stored everywhere, link it at once.
+
+        Another upload of the same content in progress is waited for (it will store it, or give up and
+        leave the writing to us), so identical concurrent uploads all succeed."""
+        deadline = time.monotonic() + self.settings.upload_wait_seconds
+        pause = 0.02
+        while True:
+            try:
+                with transaction(self.session_factory) as session:
+                    pending = self.content.reserve(session, spool, locations, owner)
+                    if pending:
+                        return pending, None, None
+                    view, replaced = self._link(session, bucket_id, bucket_name, key, spool.sha256, metadata)
+                    return [], view, replaced
+            except ContentBusy:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
     @staticmethod
     def _link(session: Session, bucket_id: int, bucket_name: str, key: str, checksum: str,
               metadata: ObjectMetadata) -> tuple[dict[str, Any], str | None]:
-        """Point the key at the content; returns (object JSON, checksum of the object it replaced)."""
-        previous = session.scalar(select(Object).where(Object.bucket_id == bucket_id, Object.key == key)
-                                  .with_for_update())
-        now = utcnow()
-        weak = previous is not None and int(as_utc(previous.created_at).timestamp()) == int(now.timestamp())
-        if previous is not None:
-            session.delete(previous)
-            session.flush()
-        obj = Object(bucket_id=bucket_id, key=key, checksum=checksum, content_type=metadata.content_type,
-                     created_at=now, last_modified_weak=weak)
-        session.add(obj)
-        session.flush()
-        file = session.get(File, checksum)
-        return object_view(obj, bucket_name, file), (previous.checksum if previous is not None else None)
+        """Point the key at the content; returns (object JSON, checksum of the object it replaced).
+
+        Two uploads to one key at once: the second insert waits for the first's commit, fails on the
+        unique key, and replaces what the first linked; the last to commit wins and both succeed."""
+        while True:
+            previous = session.scalar(select(Object).where(Object.bucket_id == bucket_id, Object.key == key)
+                                      .with_for_update())
+            now = utcnow()
+            weak = previous is not None and int(as_utc(previous.created_at).timestamp()) == int(now.timestamp())
+            obj = Object(bucket_id=bucket_id, key=key, checksum=checksum, content_type=metadata.content_type,
+                         created_at=now, last_modified_weak=weak)
+            try:
+                with session.begin_nested():
+                    if previous is not None:
+                        session.delete(previous)
+                        session.flush()
+                    session.add(obj)
+            except IntegrityError:
+                if session.scalar(select(Bucket.id).where(Bucket.id == bucket_id)) is None:
+                    raise BucketNotFound(f"bucket {bucket_name!r} was deleted during the upload") from None
+                continue  # another upload linked the key meanwhile: replace it
+            file = session.get(File, checksum)
+            return object_view(obj, bucket_name, file), (previous.checksum if previous is not None else None)
