@@ -152,6 +152,8 @@ class CopySchema(Schema):
     tier = fields.String()
     priority = fields.Integer()
     state = fields.String()
+    damaged_pieces = fields.List(fields.Integer(), metadata={
+        "description": "pieces found missing or corrupt on this copy; the others serve"})
 
 
 class ReferenceSchema(Schema):

@@ -15,7 +15,7 @@ from storage_core.models import Bucket, CopyState, File, FileCopy, Object, Stora
 from storage_core.names import validate_checksum
 from storage_core.services.content import ContentStore
 from storage_core.services.locations import get_location
-from storage_core.services.sources import serving_order
+from storage_core.services.sources import damaged_pieces, serving_order
 
 
 def get_file(session: Session, checksum: str) -> File:
@@ -38,6 +38,7 @@ class FileService:
                 select(FileCopy, StorageLocation).join(StorageLocation, StorageLocation.id == FileCopy.location_id)
                 .where(FileCopy.checksum == checksum).order_by(*serving_order())
             ).all()
+            damage = damaged_pieces(session, [copy.id for copy, _ in copies])
             references = session.execute(
                 select(Bucket.name, Object.key).join(Bucket, Bucket.id == Object.bucket_id)
                 .where(Object.checksum == checksum).order_by(Bucket.name, Object.key)
@@ -48,7 +49,8 @@ class FileService:
                 "piece_size": file.piece_size,
                 "piece_count": file.piece_count,
                 "created_at": file.created_at,
-                "copies": [{"location": loc.name, "tier": loc.tier, "priority": loc.priority, "state": copy.state}
+                "copies": [{"location": loc.name, "tier": loc.tier, "priority": loc.priority, "state": copy.state,
+                            "damaged_pieces": sorted(damage.get(copy.id, ()))}
                            for copy, loc in copies],
                 "references": [{"bucket": b, "key": k} for b, k in references],
             }
