@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -302,15 +302,16 @@ class QuotaService:
         after = decode_cursor(cursor, int, int) if cursor else None
         with transaction(self.session_factory) as session:
             bucket = get_bucket(session, bucket_name)
+            # the scan starts at the cursor, not at start_us: the lower bound on timestamp_us is what both
+            # PostgreSQL and SQLite turn into the index range's start; the row comparison then skips the
+            # records of that same microsecond already listed (its cost does not grow with the page)
             query = select(ReadRecord).where(
                 ReadRecord.bucket_id == bucket.id,
-                ReadRecord.timestamp_us >= start_us,
+                ReadRecord.timestamp_us >= (max(start_us, after[0]) if after else start_us),
                 ReadRecord.timestamp_us < end_us,
             )
             if after is not None:
-                ts, rid = after
-                query = query.where(or_(ReadRecord.timestamp_us > ts,
-                                        and_(ReadRecord.timestamp_us == ts, ReadRecord.id > rid)))
+                query = query.where(tuple_(ReadRecord.timestamp_us, ReadRecord.id) > tuple_(*after))
             rows = session.scalars(
                 query.order_by(ReadRecord.timestamp_us, ReadRecord.id).limit(max_records + 1)).all()
         more = len(rows) > max_records
