@@ -24,7 +24,7 @@ from storage_core.services.objects import ObjectService
 from storage_core.services.permissions import PermissionService
 from storage_core.services.quota import QuotaService
 from storage_core.services.resolve import Resolver
-from storage_core.services.restore import RestoreService
+from storage_core.services.restore import RestoreService, Wakeup
 from storage_core.services.restore_jobs import RestoreWorker
 from storage_core.services.scrub import Scrubber
 from storage_core.services.sources import PluginCache
@@ -57,8 +57,10 @@ class Container(containers.DeclarativeContainer):
     resolver = providers.Singleton(Resolver, autocommit_engine, plugin_cache, access_policy, clock)
     restore_cache = providers.Singleton(RestoreCache, session_factory, content_store,
                                         settings.provided.lease_seconds, clock)
+    # wakes this process's restore loops when a request creates jobs
+    restore_wakeup = providers.Singleton(Wakeup)
     restore_service = providers.Singleton(RestoreService, session_factory, plugin_cache, access_policy, settings,
-                                          clock)
+                                          clock, restore_wakeup)
     download_service = providers.Singleton(DownloadService, session_factory, resolver, content_store, quota_service,
                                            download_limits, settings.provided.verify_reads,
                                            settings.provided.public_max_age, restore=restore_service,

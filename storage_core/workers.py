@@ -47,6 +47,7 @@ class BackgroundWorkers:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
+        self.container.restore_wakeup().notify()
         for thread in self.threads:
             thread.join(timeout)
 
@@ -62,6 +63,7 @@ class BackgroundWorkers:
         owner = self.owner(number)
         worker, outbox, cache = (self.container.restore_worker(), self.container.event_outbox(),
                                  self.container.restore_cache())
+        wakeup = self.container.restore_wakeup()
         next_housekeeping = 0.0
         while not self.stop_event.is_set():
             busy = False
@@ -78,7 +80,7 @@ class BackgroundWorkers:
                 log.exception("restore worker %s: step failed", owner)
                 busy = False
             if not busy:
-                self.stop_event.wait(self.poll)
+                wakeup.wait(self.poll)  # the poll, or sooner when a request of this process creates jobs
 
 
 def start_for_app(app: Any) -> BackgroundWorkers | None:

@@ -26,7 +26,7 @@ from storage_core.services.resolve import ByKey
 from tests.conftest import KiB, make_bucket, put
 from tests.support.nearline import Workers, add_cache, add_tape, restore_log, wait_for
 
-RESTORE = 1.0  # seconds a restore takes in the tape library
+RESTORE = 2.0  # seconds a restore takes in the tape library (restore_seconds)
 SIZE = 40 * KiB  # one piece (64 KiB pieces), three blocks of 16 KiB
 
 
@@ -51,7 +51,8 @@ def library(storage, tape_root, tmp_path):
 
 @pytest.fixture
 def workers(storage):
-    running = Workers(storage)
+    """The restore loops of one storage-service process (two: two restores at a time)."""
+    running = Workers(storage, 2)
     yield running
     running.stop()
 
@@ -204,7 +205,7 @@ class MovingClock:
 def test_expired_copies_are_evicted_before_the_least_recently_read(library):
     clock = MovingClock()
     library.clock.override(providers.Object(clock))  # before the restore services are built
-    running = Workers(library)
+    running = Workers(library, 2)
     try:
         a, b, c = files(library, "a", "b", "c").values()
         service, cache = library.restore_service(), library.restore_cache()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,15 +92,31 @@ class _Copies:
     nearline: list[StorageLocation] = field(default_factory=list)
 
 
+class Wakeup:
+    """Wakes the restore loops of this process when a request creates jobs, so that a restore starts at once
+    rather than at their next poll (loops of other processes find it at theirs)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        if self._event.wait(timeout):
+            self._event.clear()
+
+
 class RestoreService:
     def __init__(self, session_factory: sessionmaker[Session], plugins: PluginCache, policy: AccessPolicy,
-                 settings: Settings, clock: Callable[[], int] = now_us):
+                 settings: Settings, clock: Callable[[], int] = now_us, wakeup: Wakeup | None = None):
         self.session_factory = session_factory
         self.plugins = plugins
         self.policy = policy
         self.default_hours = settings.restore_hours
         self.poll_seconds = settings.restore_poll_seconds
         self.clock = clock
+        self.wakeup = wakeup
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock() / 1e6, dt.UTC)
@@ -120,6 +137,7 @@ class RestoreService:
         with transaction(self.session_factory) as session:
             readable = self._readable(session, checksums, principal)
             found = self._request_in(session, readable, hours)
+        self._wake(found)
         return [found.get(c) or FileState(c, UNKNOWN) for c in checksums]
 
     def request_by_key(self, bucket: str, key: str, hours: int | None, principal: Principal) -> FileState:
@@ -132,7 +150,9 @@ class RestoreService:
             checksum = session.scalar(select(Object.checksum).where(Object.bucket_id == found.id, Object.key == key))
             if checksum is None:
                 raise ObjectNotFound(f"object {key!r} does not exist in bucket {bucket!r}")
-            return self._request_in(session, {checksum}, hours).get(checksum) or FileState(checksum, UNKNOWN)
+            states = self._request_in(session, {checksum}, hours)
+        self._wake(states)
+        return states.get(checksum) or FileState(checksum, UNKNOWN)
 
     def request_for_read(self, target: Target, start: bool) -> FileState:
         """A download found only nearline copies of the target: restore it (``start``) or say how it stands.
@@ -143,7 +163,13 @@ class RestoreService:
                 found = self._request_in(session, {checksum}, self.default_hours)
             else:
                 found = self._states_in(session, {checksum})
+        if start:
+            self._wake(found)
         return found.get(checksum) or FileState(checksum, UNKNOWN)
+
+    def _wake(self, states: dict[str, FileState]) -> None:
+        if self.wakeup is not None and any(s.state in (RESTORING, QUEUED) for s in states.values()):
+            self.wakeup.notify()
 
     def residency(self, target: Target) -> Residency | None:
         """What S3 shows of the target's storage class and restore; None when it has online storage copies (or

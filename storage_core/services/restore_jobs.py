@@ -251,11 +251,13 @@ class RestoreWorker:
 
     def _finish(self, job: _Job, owner: str, reservation: Reservation) -> None:
         now = self._now()
-        until = now + dt.timedelta(hours=job.hours)
         with transaction(self.session_factory) as session:
-            held = session.scalar(select(RestoreJob.lease_owner).where(RestoreJob.id == job.id).with_for_update())
-            if held != owner:
+            held = session.execute(select(RestoreJob.lease_owner, RestoreJob.hours).where(RestoreJob.id == job.id)
+                                   .with_for_update()).first()
+            if held is None or held.lease_owner != owner:
                 raise LeaseLost
+            # the hours as they are now: a request may have asked for more since the job was taken
+            until = now + dt.timedelta(hours=held.hours)
             copy = session.get(FileCopy, reservation.copy_id, with_for_update=True)
             if copy is None or copy.state not in (CopyState.PENDING, CopyState.CACHED):
                 # the room was taken back meanwhile (an administrator removed the copy): start over
