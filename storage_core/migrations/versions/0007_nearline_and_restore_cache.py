@@ -3,7 +3,7 @@
 Additive only: existing locations become online storage locations, existing copies keep their states.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0010
 Create Date: 2026-12-03 09:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
