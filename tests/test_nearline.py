@@ -133,15 +133,27 @@ def test_get_answers_503_with_retry_after_then_200_with_the_right_bytes(client, 
     print(f"\nrestore latency (GET to 200, restore_seconds={RESTORE}): {latency:.2f} s")
 
 
-def test_head_of_a_nearline_file_answers_from_the_metadata_and_starts_nothing(client, library, workers, tape_root):
+def test_head_answers_what_get_would_and_an_s3_door_gets_the_residency(client, library, workers, tape_root):
     data = files(library, "a")["a"]
-    response = client.head(url("a"))
-    assert response.status_code == 200 and response.headers["Content-Length"] == str(SIZE)
-    time.sleep(0.2)
-    assert restore_log(tape_root) == [] and states(client, data) == ["nearline"]
+    # the S3 door's HeadObject: 200 from the metadata, x-amz-storage-class and no restore yet; nothing started
     download = library.download_service().open(ByKey("archive", "a"), Conditions(method="HEAD"),
-                                               DEVELOPMENT_ADMIN)
+                                               DEVELOPMENT_ADMIN, residency_head=True)
+    assert download.status == 200 and download.headers["Content-Length"] == str(SIZE)
     assert (download.residency.storage_class, download.residency.state) == ("GLACIER", "nearline")
+    assert restore_log(tape_root) == [] and states(client, data) == ["nearline"]
+    # the native HEAD: what a GET would answer, a restore started included; uncharged
+    head = client.head(url("a"))
+    assert head.status_code == 503 and int(head.headers["Retry-After"]) >= 1
+    assert states(client, data) == ["restoring"]
+    during = library.download_service().open(ByKey("archive", "a"), Conditions(method="HEAD"),
+                                             DEVELOPMENT_ADMIN, residency_head=True)
+    assert during.residency.state == "restoring"
+    wait_for(lambda: states(client, data) == ["available"], timeout=10 * RESTORE, what="available")
+    after = library.download_service().open(ByKey("archive", "a"), Conditions(method="HEAD"), DEVELOPMENT_ADMIN,
+                                            residency_head=True)
+    assert after.residency.state == "available" and after.residency.expires_at is not None
+    assert client.head(url("a")).status_code == 200
+    assert consumed(client) == 0 and records(library) == []
 
 
 def test_with_restore_on_read_off_get_answers_409_until_a_restore_is_asked_for(app, client, library, workers):
@@ -414,3 +426,20 @@ def test_gc_keeps_the_room_of_a_long_restore_and_removes_expired_copies(storage,
         job = session.scalar(select(RestoreJob))
         assert job.state == "running" and job.cache_copy_id is not None
         assert session.get(FileCopy, job.cache_copy_id).state == CopyState.PENDING
+
+
+def test_a_damaged_cached_copy_is_restored_again_not_served(client, library, workers, tmp_path):
+    data = files(library, "a")["a"]
+    restore(client, data)
+    wait_for(lambda: states(client, data) == ["available"], timeout=10 * RESTORE, what="available")
+    sha = checksum(data)
+    piece = tmp_path / "cache" / "pieces" / sha[:2] / sha[2:4] / f"{sha}.0"
+    piece.write_bytes(b"\0" * SIZE)  # the cache disk corrupted it
+    broken = client.get(url("a"))
+    assert broken.status_code == 503 and broken.json["code"] == "StorageUnavailable"  # the damage is recorded
+    again = client.get(url("a"))
+    assert again.status_code == 503 and again.json["code"] == "RestoreInProgress"
+    wait_for(lambda: states(client, data) == ["available"], timeout=10 * RESTORE, what="available again")
+    assert download(client, "a") == data
+    assert cache_used(library) == SIZE  # the same room, written again
+    assert [r.read_size for r in records(library)] == [SIZE]
