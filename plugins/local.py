@@ -35,8 +35,7 @@ class LocalConfigSchema(Schema):
     root = fields.String(required=True)
     fsync = fields.Boolean(load_default=True)
     # set: a nearline location whose restores take this long (a tape library, for development and tests)
-    restore_seconds = fields.Float(load_default=None, allow_none=True,
-                                   validate=validate.Range(min=0, max=30 * 86400))
+    restore_seconds = fields.Float(allow_none=True, validate=validate.Range(min=0, max=30 * 86400))
 
     @validates("root")
     def _absolute(self, value: str, **_: Any) -> None:
@@ -62,7 +61,8 @@ class LocalLocation(LocationPlugin):
         self.fsync: bool = self.config["fsync"]
         # root is created lazily by write_piece, so that health() can tell a missing root (an
         # unmounted volume, say) from an empty location
-        seconds = self.config["restore_seconds"]
+        # absent unless set, so that the configs of online locations stay as they were
+        seconds = self.config.get("restore_seconds")
         self._restore = LocalRestore(self, seconds) if seconds is not None else None
 
     @property

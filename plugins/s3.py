@@ -77,10 +77,12 @@ class S3ConfigSchema(Schema):
     prefix = fields.String(load_default="", validate=validate.Length(max=512))
     create_bucket = fields.Boolean(load_default=False)
     # the class pieces are written in; GLACIER or DEEP_ARCHIVE make the location nearline
-    storage_class = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STORAGE_CLASSES))
-    restore_tier = fields.String(load_default="Standard", validate=validate.OneOf(["Expedited", "Standard", "Bulk"]))
-    # how often a restore under way is asked about (a HEAD per piece each time)
-    restore_check_seconds = fields.Float(load_default=300.0, validate=validate.Range(min=0.05, max=86400))
+    # (absent unless set, so that the configs of online locations stay as they were)
+    storage_class = fields.String(allow_none=True, validate=validate.OneOf(STORAGE_CLASSES))
+    # the RestoreObject tier (default Standard), and how often a restore under way is asked about (a HEAD per
+    # piece each time; default 300 s)
+    restore_tier = fields.String(validate=validate.OneOf(["Expedited", "Standard", "Bulk"]))
+    restore_check_seconds = fields.Float(validate=validate.Range(min=0.05, max=86400))
 
     @validates("endpoint")
     def _endpoint(self, value: str, **_: Any) -> None:
@@ -107,7 +109,7 @@ class S3ConfigSchema(Schema):
     def _normalise_prefix(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         if data["prefix"] and not data["prefix"].endswith("/"):
             data["prefix"] += "/"
-        if (data["storage_class"], data["restore_tier"]) == ("DEEP_ARCHIVE", "Expedited"):
+        if (data.get("storage_class"), data.get("restore_tier")) == ("DEEP_ARCHIVE", "Expedited"):
             raise ValidationError("DEEP_ARCHIVE objects cannot be restored with the Expedited tier",
                                   "restore_tier")
         return data
@@ -132,7 +134,7 @@ class S3Location(LocationPlugin):
         self._minio: Minio | None = None
         self._http: urllib3.PoolManager | None = None
         self._bucket_ready = False
-        self.storage_class: str | None = self.config["storage_class"]
+        self.storage_class: str | None = self.config.get("storage_class")
         self._restore = S3Restore(self) if self.storage_class in ARCHIVE_CLASSES else None
 
     @property
@@ -360,7 +362,7 @@ class S3Restore(RestoreCapability):
     def __init__(self, location: S3Location):
         self.location = location
         self.storage_class = location.storage_class or "GLACIER"
-        self.tier: str = location.config["restore_tier"]
+        self.tier: str = location.config.get("restore_tier", "Standard")
 
     @property
     def estimate_seconds(self) -> float:
@@ -368,7 +370,7 @@ class S3Restore(RestoreCapability):
 
     @property
     def check_every_seconds(self) -> float:
-        return self.location.config["restore_check_seconds"]
+        return self.location.config.get("restore_check_seconds", 300.0)
 
     def start(self, checksum: str, index: int, days: int) -> None:
         self.location.restore_object(checksum, index, days, self.tier)
