@@ -4,7 +4,9 @@ from storage_core.serving import (  # noqa: F401 - gunicorn reads the hooks by n
     child_exit,
     gunicorn_options,
     post_fork,
+    post_worker_init,
     prepare_metrics_dir,
+    worker_exit,
 )
 from storage_core.settings import Settings
 

@@ -1,19 +1,27 @@
-"""The ``local`` location plugin: pieces as files under one root directory."""
+"""The ``local`` location plugin: pieces as files under one root directory.
+
+With ``config.restore_seconds`` it behaves as a nearline library (for development and tests): a piece
+can be read only once a restore of it has been asked for and that many seconds have passed, and for
+the days the restore was asked for.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validates
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from plugins import ExactReader, check_byte_range, check_piece_address, parse_piece_name
-from storage_core.errors import PieceMissing, StorageUnavailable
-from storage_core.plugin import READ_CHUNK, LocationPlugin
+from storage_core.errors import NotRestored, PieceMissing, StorageUnavailable
+from storage_core.plugin import READ_CHUNK, LocationPlugin, RestoreCapability, RestoreStatus
 
 # Bytes copied from the upload stream per write; bounds memory per upload like READ_CHUNK does.
 WRITE_CHUNK = 1024 * 1024
@@ -26,6 +34,8 @@ class LocalConfigSchema(Schema):
 
     root = fields.String(required=True)
     fsync = fields.Boolean(load_default=True)
+    # set: a nearline location whose restores take this long (a tape library, for development and tests)
+    restore_seconds = fields.Float(allow_none=True, validate=validate.Range(min=0, max=30 * 86400))
 
     @validates("root")
     def _absolute(self, value: str, **_: Any) -> None:
@@ -51,6 +61,13 @@ class LocalLocation(LocationPlugin):
         self.fsync: bool = self.config["fsync"]
         # root is created lazily by write_piece, so that health() can tell a missing root (an
         # unmounted volume, say) from an empty location
+        # absent unless set, so that the configs of online locations stay as they were
+        seconds = self.config.get("restore_seconds")
+        self._restore = LocalRestore(self, seconds) if seconds is not None else None
+
+    @property
+    def restore_capability(self) -> RestoreCapability | None:
+        return self._restore
 
     def _piece_name(self, checksum: str, index: int) -> str:
         check_piece_address(checksum, index)
@@ -112,6 +129,8 @@ class LocalLocation(LocationPlugin):
     def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
         path = self._piece_name(checksum, index)
         check_byte_range(offset, length)
+        if self._restore is not None:
+            self._restore.require_restored(checksum, index)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -152,6 +171,8 @@ class LocalLocation(LocationPlugin):
         path = self._piece_path(checksum, index)
         try:
             os.unlink(path)
+            if self._restore is not None:
+                self._restore.forget(checksum, index)
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -221,3 +242,96 @@ def _subdirs(directory: Path) -> Iterator[Path]:
     for entry in _entries(directory):
         if entry.is_dir(follow_symlinks=False):
             yield Path(entry.path)
+
+
+class LocalRestore(RestoreCapability):
+    """Restores of a local location acting as a nearline library: a restore of a piece is a marker file
+    ``root/restores/<c[0:2]>/<checksum>.<index>`` with the times it becomes readable and unreadable again.
+
+    Each restore actually started (not one already under way or done) is also appended to
+    ``root/restores/requests.log``, as a library's audit log would be: tests count restores with it.
+    """
+
+    storage_class = "GLACIER"
+
+    def __init__(self, location: LocalLocation, seconds: float):
+        self.location = location
+        self.seconds = seconds
+        self._dir = location.root / "restores"
+
+    @property
+    def estimate_seconds(self) -> float:
+        return self.seconds
+
+    @property
+    def check_every_seconds(self) -> float:
+        # the marker says exactly when the piece is ready; asking costs a file read
+        return max(self.seconds, 0.05)
+
+    def _marker(self, checksum: str, index: int) -> Path:
+        check_piece_address(checksum, index)
+        return self._dir / checksum[0:2] / f"{checksum}.{index}"
+
+    def _read(self, checksum: str, index: int) -> dict[str, float] | None:
+        try:
+            return json.loads(self._marker(checksum, index).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StorageUnavailable(f"local location {self.location.root}: restore marker: {exc}") from exc
+
+    def start(self, checksum: str, index: int, days: int) -> None:
+        if not self.location.piece_exists(checksum, index):
+            raise PieceMissing(f"piece {checksum}.{index} not found on {self.location.root}")
+        now = time.time()
+        marker = self._read(checksum, index)
+        if marker is not None and now < marker["expires_at"]:
+            return  # under way or readable: kept as it is
+        path = self._marker(checksum, index)
+        data = json.dumps({"requested_at": now, "ready_at": now + self.seconds,
+                           "expires_at": now + self.seconds + days * 86400})
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+            with os.fdopen(fd, "w") as out:
+                out.write(data)
+            try:
+                if marker is None:
+                    # a link fails if the marker appeared meanwhile: two starts cannot both count
+                    os.link(tmp, path)
+                else:
+                    os.replace(tmp, path)
+                    tmp = ""
+            except FileExistsError:
+                return
+            finally:
+                if tmp:
+                    os.unlink(tmp)
+            # O_APPEND: lines of several processes never interleave
+            with open(self._dir / "requests.log", "a") as log:
+                log.write(f"{now:.6f} {checksum} {index}\n")
+        except OSError as exc:
+            raise StorageUnavailable(f"local location {self.location.root}: cannot start restore: {exc}") from exc
+
+    def status(self, checksum: str, index: int) -> RestoreStatus:
+        if not self.location.piece_exists(checksum, index):
+            raise PieceMissing(f"piece {checksum}.{index} not found on {self.location.root}")
+        marker = self._read(checksum, index)
+        now = time.time()
+        if marker is None or now >= marker["expires_at"]:
+            return RestoreStatus(RestoreStatus.ARCHIVED)
+        if now < marker["ready_at"]:
+            return RestoreStatus(RestoreStatus.RESTORING, ready_in=marker["ready_at"] - now)
+        return RestoreStatus(RestoreStatus.RESTORED,
+                             expires_at=dt.datetime.fromtimestamp(marker["expires_at"], dt.UTC))
+
+    def require_restored(self, checksum: str, index: int) -> None:
+        marker = self._read(checksum, index)
+        now = time.time()
+        if marker is None or not marker["ready_at"] <= now < marker["expires_at"]:
+            raise NotRestored(f"piece {checksum}.{index} on nearline location {self.location.root} "
+                              "is not restored")
+
+    def forget(self, checksum: str, index: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._marker(checksum, index).unlink()

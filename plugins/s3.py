@@ -1,25 +1,35 @@
-"""The ``s3`` location plugin: pieces as objects in one MinIO/S3 bucket, through the minio SDK."""
+"""The ``s3`` location plugin: pieces as objects in one MinIO/S3 bucket, through the minio SDK.
+
+With ``config.storage_class`` an archive class (``GLACIER``, ``DEEP_ARCHIVE``) the location is nearline:
+pieces are written in that class, restored with RestoreObject, and ``x-amz-restore`` says how a restore
+stands.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import datetime as dt
+import email.utils
+import hashlib
 import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
+from xml.sax.saxutils import escape
 
 import certifi
 import urllib3
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
 from minio import Minio
 from minio.datatypes import Object
-from minio.error import MinioException, S3Error
+from minio.error import InvalidResponseError, MinioException, S3Error
 from minio.helpers import MAX_MULTIPART_COUNT, MIN_PART_SIZE, check_bucket_name
 
 from plugins import ExactReader, check_byte_range, check_piece_address, parse_piece_name
-from storage_core.errors import PieceMissing, StorageError, StorageUnavailable
-from storage_core.plugin import READ_CHUNK, LocationPlugin
+from storage_core.errors import NotRestored, PieceMissing, StorageError, StorageUnavailable
+from storage_core.plugin import READ_CHUNK, LocationPlugin, RestoreCapability, RestoreStatus
 
 # Bytes buffered per upload: minio reads a whole part into memory before sending it. 16 MiB keeps
 # that small while a 5 GiB piece still needs only 320 parts (S3 allows 10,000, minimum 5 MiB).
@@ -40,6 +50,19 @@ _ENDPOINT = re.compile(
 # S3 error codes meaning "this piece is not (wholly) here": another copy may have it
 _PIECE_MISSING_CODES = frozenset({"NoSuchKey", "InvalidRange"})
 
+STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                   "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE")
+# the classes whose objects must be restored before they are read (GLACIER_IR is read directly)
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+# typical restore times by class and retrieval tier (AWS: Expedited 1-5 min, Standard 3-5 h, Bulk 5-12 h;
+# Deep Archive: Standard within 12 h, Bulk within 48 h, no Expedited)
+RESTORE_ESTIMATES = {
+    ("GLACIER", "Expedited"): 5 * 60, ("GLACIER", "Standard"): 5 * 3600, ("GLACIER", "Bulk"): 12 * 3600,
+    ("DEEP_ARCHIVE", "Standard"): 12 * 3600, ("DEEP_ARCHIVE", "Bulk"): 48 * 3600,
+}
+_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
+_EXPIRY = re.compile(r'expiry-date\s*=\s*"([^"]+)"')
+
 
 class S3ConfigSchema(Schema):
     class Meta:
@@ -53,6 +76,13 @@ class S3ConfigSchema(Schema):
     region = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[a-z0-9-]{1,64}$"))
     prefix = fields.String(load_default="", validate=validate.Length(max=512))
     create_bucket = fields.Boolean(load_default=False)
+    # the class pieces are written in; GLACIER or DEEP_ARCHIVE make the location nearline
+    # (absent unless set, so that the configs of online locations stay as they were)
+    storage_class = fields.String(allow_none=True, validate=validate.OneOf(STORAGE_CLASSES))
+    # the RestoreObject tier (default Standard), and how often a restore under way is asked about (a HEAD per
+    # piece each time; default 300 s)
+    restore_tier = fields.String(validate=validate.OneOf(["Expedited", "Standard", "Bulk"]))
+    restore_check_seconds = fields.Float(validate=validate.Range(min=0.05, max=86400))
 
     @validates("endpoint")
     def _endpoint(self, value: str, **_: Any) -> None:
@@ -79,6 +109,9 @@ class S3ConfigSchema(Schema):
     def _normalise_prefix(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         if data["prefix"] and not data["prefix"].endswith("/"):
             data["prefix"] += "/"
+        if (data.get("storage_class"), data.get("restore_tier")) == ("DEEP_ARCHIVE", "Expedited"):
+            raise ValidationError("DEEP_ARCHIVE objects cannot be restored with the Expedited tier",
+                                  "restore_tier")
         return data
 
 
@@ -101,6 +134,12 @@ class S3Location(LocationPlugin):
         self._minio: Minio | None = None
         self._http: urllib3.PoolManager | None = None
         self._bucket_ready = False
+        self.storage_class: str | None = self.config.get("storage_class")
+        self._restore = S3Restore(self) if self.storage_class in ARCHIVE_CLASSES else None
+
+    @property
+    def restore_capability(self) -> RestoreCapability | None:
+        return self._restore
 
     def _client(self) -> Minio:
         # one client per location, made on first use: the Minio client is thread-safe and its
@@ -145,6 +184,8 @@ class S3Location(LocationPlugin):
                 self._bucket_ready = False
             if exc.code in _PIECE_MISSING_CODES:
                 return PieceMissing(f"{where}: {action}: {exc.code}")
+            if exc.code == "InvalidObjectState":
+                return NotRestored(f"{where}: {action}: {exc.code}: the object is archived and not restored")
             return StorageUnavailable(f"{where}: {action}: {exc.code}: {exc.message}")
         # MaxRetryError and friends are urllib3.HTTPError, not OSError
         if isinstance(exc, MinioException | urllib3.exceptions.HTTPError | OSError):
@@ -189,7 +230,8 @@ class S3Location(LocationPlugin):
             # a single PUT or a multipart upload: either way S3 shows the object only once
             # complete, and minio aborts the multipart upload when the stream fails.
             # One upload thread: parallel parts would buffer several parts at once.
-            client.put_object(self.bucket, name, reader, length, part_size=part_size, num_parallel_uploads=1)
+            client.put_object(self.bucket, name, reader, length, part_size=part_size, num_parallel_uploads=1,
+                              metadata={"x-amz-storage-class": self.storage_class} if self.storage_class else None)
 
     def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
         name = self._object_name(checksum, index)
@@ -279,9 +321,74 @@ class S3Location(LocationPlugin):
             return None
         return parsed
 
+    def restore_object(self, checksum: str, index: int, days: int, tier: str) -> None:
+        """RestoreObject of one piece: 202 started, 200 already restored (its expiry extended), 409 under way."""
+        name = self._object_name(checksum, index)
+        body = (f"<RestoreRequest><Days>{int(days)}</Days><GlacierJobParameters><Tier>{escape(tier)}</Tier>"
+                "</GlacierJobParameters></RestoreRequest>").encode()
+        headers = {"Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                   "Content-Type": "application/xml"}
+        try:
+            with self._sdk_errors(f"restore {name}"):
+                # the SDK has no RestoreObject; _execute signs and sends the request as its own methods do
+                self._client()._execute("POST", self.bucket, name, body=body, headers=headers,
+                                        query_params={"restore": ""})
+        except StorageUnavailable as exc:
+            cause = exc.__cause__
+            # minio takes any 2xx but 200/204/206 for an invalid response: S3's 202 Accepted is the usual answer
+            if isinstance(cause, InvalidResponseError) and getattr(cause, "_code", None) == 202:
+                return
+            if isinstance(cause, S3Error) and cause.code == "RestoreAlreadyInProgress":
+                return
+            raise
+
+    def restore_header(self, checksum: str, index: int) -> tuple[str | None, str | None]:
+        """(x-amz-storage-class, x-amz-restore) of the piece's object."""
+        name = self._object_name(checksum, index)
+        headers = self._stat(self._client(), name).metadata
+        return headers.get("x-amz-storage-class"), headers.get("x-amz-restore")
+
     def close(self) -> None:
         with self._lock:
             http, self._http, self._minio = self._http, None, None
             self._bucket_ready = False
         if http is not None:
             http.clear()
+
+
+class S3Restore(RestoreCapability):
+    """RestoreObject and ``x-amz-restore`` of an S3 location whose pieces are in an archive class."""
+
+    def __init__(self, location: S3Location):
+        self.location = location
+        self.storage_class = location.storage_class or "GLACIER"
+        self.tier: str = location.config.get("restore_tier", "Standard")
+
+    @property
+    def estimate_seconds(self) -> float:
+        return RESTORE_ESTIMATES[(self.storage_class, self.tier)]
+
+    @property
+    def check_every_seconds(self) -> float:
+        return self.location.config.get("restore_check_seconds", 300.0)
+
+    def start(self, checksum: str, index: int, days: int) -> None:
+        self.location.restore_object(checksum, index, days, self.tier)
+
+    def status(self, checksum: str, index: int) -> RestoreStatus:
+        storage_class, restore = self.location.restore_header(checksum, index)
+        if (storage_class or "STANDARD") not in ARCHIVE_CLASSES:
+            return RestoreStatus(RestoreStatus.RESTORED)  # written before the class was set: read directly
+        ongoing = _ONGOING.search(restore or "")
+        if ongoing is None:
+            return RestoreStatus(RestoreStatus.ARCHIVED)
+        if ongoing.group(1) == "true":
+            return RestoreStatus(RestoreStatus.RESTORING)
+        expiry = _EXPIRY.search(restore or "")
+        expires_at = None
+        if expiry is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                expires_at = email.utils.parsedate_to_datetime(expiry.group(1)).astimezone(dt.UTC)
+        if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
+            return RestoreStatus(RestoreStatus.ARCHIVED)
+        return RestoreStatus(RestoreStatus.RESTORED, expires_at=expires_at)

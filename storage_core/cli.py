@@ -1,10 +1,12 @@
-"""`storage-admin`: database migrations, location and bucket management, first-run setup, garbage collection."""
+"""`storage-admin`: database migrations, location and bucket management, first-run setup, garbage collection,
+restores of nearline files and the restore cache."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +35,8 @@ def cmd_location_add(container: Container, args: argparse.Namespace) -> int:
     config = json.loads(args.config)
     _print(container.location_service().create({
         "name": args.name, "plugin": args.plugin, "tier": args.tier, "priority": args.priority,
-        "enabled": True, "config": config, "capacity": args.capacity,
+        "enabled": True, "config": config, "capacity": args.capacity, "access": args.access,
+        "purpose": args.purpose,
     }))
     return 0
 
@@ -100,6 +103,52 @@ def cmd_gc(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore_list(container: Container, args: argparse.Namespace) -> int:
+    _print(container.restore_service().jobs(args.state, args.limit))
+    return 0
+
+
+def cmd_restore_request(container: Container, args: argparse.Namespace) -> int:
+    from storage_core.names import validate_checksum
+
+    for checksum in args.checksum:
+        validate_checksum(checksum)
+    states = container.restore_service().request(args.checksum, args.hours, DEVELOPMENT_ADMIN)
+    _print([state.view() for state in states])
+    return 0
+
+
+def cmd_restore_work(container: Container, args: argparse.Namespace) -> int:
+    """Restore and webhook loops in the foreground, for hosts dedicated to restores."""
+    from storage_core.workers import BackgroundWorkers
+
+    workers = BackgroundWorkers(container, args.workers)
+    if args.once:
+        done = workers.run_until_idle(workers.owner(0))
+        print(f"{done} restore step(s) and delivery(ies) done")
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: workers.stop_event.set())
+    workers.start()
+    print(f"{args.workers} restore worker loop(s) running; Ctrl-C or SIGTERM stops them", file=sys.stderr)
+    try:
+        while not workers.stop_event.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    workers.stop()
+    return 0
+
+
+def cmd_cache_status(container: Container, _args: argparse.Namespace) -> int:
+    _print(container.restore_cache().status())
+    return 0
+
+
+def cmd_cache_purge(container: Container, args: argparse.Namespace) -> int:
+    _print(container.restore_cache().purge(everything=args.all, location=args.location))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storage-admin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--tier", choices=["hot", "cold"], default="hot")
     add.add_argument("--priority", type=int, default=0)
     add.add_argument("--capacity", type=int)
+    add.add_argument("--access", choices=["online", "nearline"], default="online",
+                     help="nearline: tape or Glacier (local with restore_seconds, s3 with storage_class GLACIER)")
+    add.add_argument("--purpose", choices=["storage", "cache"], default="storage",
+                     help="cache: the restore cache of nearline files (give it a --capacity)")
     add.add_argument("--config", required=True, help='plugin config as JSON, e.g. \'{"root": "/data"}\'')
     add.set_defaults(func=cmd_location_add)
     location.add_parser("list", help="list locations").set_defaults(func=cmd_location_list)
@@ -158,6 +211,28 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--location", help="only the copies on this location")
     verify.add_argument("--repair", action="store_true", help="rewrite bad pieces from a good copy")
     verify.set_defaults(func=cmd_verify)
+
+    restore = sub.add_parser("restore", help="restores of nearline files").add_subparsers(dest="sub", required=True)
+    rlist = restore.add_parser("list", help="restore jobs, newest first")
+    rlist.add_argument("--state", choices=["queued", "running", "done", "failed"])
+    rlist.add_argument("--limit", type=int, default=100)
+    rlist.set_defaults(func=cmd_restore_list)
+    rrequest = restore.add_parser("request", help="restore files (as admin), like POST /api/v1/files/restore")
+    rrequest.add_argument("checksum", nargs="+")
+    rrequest.add_argument("--hours", type=int, help="hours in the cache (default STORAGE_RESTORE_HOURS)")
+    rrequest.set_defaults(func=cmd_restore_request)
+    work = restore.add_parser("work", help="run restore and webhook workers in the foreground")
+    work.add_argument("--workers", type=int, default=2, help="loops in this process")
+    work.add_argument("--once", action="store_true", help="do what is due, then exit")
+    work.set_defaults(func=cmd_restore_work)
+
+    cache = sub.add_parser("cache", help="the restore cache").add_subparsers(dest="sub", required=True)
+    cache.add_parser("status", help="use of each cache location, restores waiting for room").set_defaults(
+        func=cmd_cache_status)
+    purge = cache.add_parser("purge", help="remove expired cached copies (never one being read)")
+    purge.add_argument("--all", action="store_true", help="every cached copy, expired or not")
+    purge.add_argument("--location", help="only this cache location")
+    purge.set_defaults(func=cmd_cache_purge)
 
     gc = sub.add_parser("gc", help="remove pieces and rows no object needs (failed uploads, deletions)")
     gc.add_argument("--grace", type=int, default=3600,

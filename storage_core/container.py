@@ -11,8 +11,10 @@ from storage_core.auth import AccessPolicy, Authenticator
 from storage_core.db import make_engine, make_session_factory
 from storage_core.plugin import PluginRegistry
 from storage_core.services.buckets import BucketService
+from storage_core.services.cache import RestoreCache
 from storage_core.services.content import ContentStore
 from storage_core.services.downloads import DownloadService
+from storage_core.services.events import EventOutbox, WebhookSender
 from storage_core.services.files import AvailabilityService, FileService
 from storage_core.services.gc import GarbageCollector
 from storage_core.services.health import HealthService
@@ -22,6 +24,8 @@ from storage_core.services.objects import ObjectService
 from storage_core.services.permissions import PermissionService
 from storage_core.services.quota import QuotaService
 from storage_core.services.resolve import Resolver
+from storage_core.services.restore import RestoreService, Wakeup
+from storage_core.services.restore_jobs import RestoreWorker
 from storage_core.services.scrub import Scrubber
 from storage_core.services.sources import PluginCache
 from storage_core.services.uploads import UploadService
@@ -50,11 +54,21 @@ class Container(containers.DeclarativeContainer):
 
     quota_service = providers.Singleton(QuotaService, session_factory, clock, autocommit_engine)
     download_limits = providers.Singleton(DownloadLimits, session_factory, settings.provided.lease_seconds, clock)
-    resolver = providers.Singleton(Resolver, autocommit_engine, plugin_cache, access_policy)
+    resolver = providers.Singleton(Resolver, autocommit_engine, plugin_cache, access_policy, clock)
+    restore_cache = providers.Singleton(RestoreCache, session_factory, content_store,
+                                        settings.provided.lease_seconds, clock)
+    # wakes this process's restore loops when a request creates jobs
+    restore_wakeup = providers.Singleton(Wakeup)
+    restore_service = providers.Singleton(RestoreService, session_factory, plugin_cache, access_policy, settings,
+                                          clock, restore_wakeup)
     download_service = providers.Singleton(DownloadService, session_factory, resolver, content_store, quota_service,
                                            download_limits, settings.provided.verify_reads,
-                                           settings.provided.public_max_age)
-    availability_service = providers.Singleton(AvailabilityService, session_factory, access_policy)
+                                           settings.provided.public_max_age, restore=restore_service,
+                                           cache=restore_cache, restore_on_read=settings.provided.restore_on_read)
+    availability_service = providers.Singleton(AvailabilityService, restore_service)
+    # the webhook's transport: a provider of its own, so that a test swaps it without rebuilding the outbox
+    webhook_sender = providers.Singleton(WebhookSender)
+    event_outbox = providers.Singleton(EventOutbox, session_factory, settings, webhook_sender, clock)
     health_service = providers.Singleton(HealthService, session_factory, plugin_cache)
 
     location_service = providers.Singleton(LocationService, session_factory, plugin_registry)
@@ -64,7 +78,9 @@ class Container(containers.DeclarativeContainer):
     file_service = providers.Singleton(FileService, session_factory, content_store)
     scrubber = providers.Singleton(Scrubber, session_factory, plugin_cache)
     garbage_collector = providers.Singleton(GarbageCollector, session_factory, content_store, plugin_cache,
-                                            settings.provided.spool_dir, download_limits)
+                                            settings.provided.spool_dir, download_limits, restore_cache, event_outbox)
+    restore_worker = providers.Singleton(RestoreWorker, session_factory, plugin_cache, restore_cache, event_outbox,
+                                         settings, clock)
 
 
 class ProfileInactive(RuntimeError):

@@ -111,6 +111,33 @@ class CorruptPiece(StorageUnavailable):
     code, title = "CorruptPiece", "Piece failed verification"
 
 
+class NotRestored(StorageUnavailable):
+    """A piece of a nearline location was read without being restored first (S3's InvalidObjectState)."""
+
+    code, title = "NotRestored", "Piece not restored"
+
+
+class NearlineOnly(StorageError):
+    """The file's only copies are nearline and none is cached: it must be restored before it can be read.
+
+    The S3 door answers both subclasses with 403 ``InvalidObjectState``."""
+
+    status, code, title = 409, "NotAvailable", "File not available"
+
+
+class NotAvailable(NearlineOnly):
+    """Nearline only, and no restore is in progress (``STORAGE_RESTORE_ON_READ`` is off): ask for one with
+    ``POST /api/v1/files/restore``."""
+
+    status, code, title = 409, "NotAvailable", "File not available"
+
+
+class RestoreInProgress(NearlineOnly):
+    """Nearline only, and a restore is in progress; ``Retry-After`` says when to try again."""
+
+    status, code, title = 503, "RestoreInProgress", "Restore in progress"
+
+
 class PresignUnavailable(StorageError):
     status, code, title = 501, "PresignUnavailable", "Presigned URLs are not configured on this service"
 

@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 typed models of the domain: locations, files and their copies, buckets, objects, traffic."""
+"""SQLAlchemy 2.0 typed models of the domain: locations, files and their copies, buckets, objects, traffic,
+restore jobs of nearline files, read leases of cached copies and the events sent to a webhook."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     false,
 )
@@ -63,11 +65,29 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class Access:
+    ONLINE = "online"  # pieces are read directly
+    NEARLINE = "nearline"  # tape, S3 Glacier: pieces must be restored (into a cache) before they are read
+
+    ALL = (ONLINE, NEARLINE)
+
+
+class Purpose:
+    STORAGE = "storage"  # holds the copies of uploaded files
+    CACHE = "cache"  # holds restored copies of nearline files; never an upload target
+
+    ALL = (STORAGE, CACHE)
+
+
 class StorageLocation(Base):
     __tablename__ = "storage_locations"
     __table_args__ = (
         CheckConstraint("tier IN ('hot', 'cold')", name="tier"),
         CheckConstraint("priority >= 0", name="priority"),
+        CheckConstraint("access IN ('online', 'nearline')", name="access"),
+        CheckConstraint("purpose IN ('storage', 'cache')", name="purpose"),
+        # a cache is read directly: a restored copy on tape would need a restore itself
+        CheckConstraint("purpose <> 'cache' OR access = 'online'", name="cache_online"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -78,6 +98,8 @@ class StorageLocation(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     capacity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    access: Mapped[str] = mapped_column(String(8), default=Access.ONLINE, server_default=Access.ONLINE)
+    purpose: Mapped[str] = mapped_column(String(8), default=Purpose.STORAGE, server_default=Purpose.STORAGE)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -107,8 +129,9 @@ class CopyState:
     STORED = "stored"  # complete and served
     CORRUPT = "corrupt"  # failed verification; skipped until repaired
     DELETING = "deleting"  # pieces being removed; not served
+    CACHED = "cached"  # a restored copy of a nearline file on a cache location, served until ``expires_at``
 
-    SERVABLE = (STORED,)
+    SERVABLE = (STORED, CACHED)
 
 
 class FileCopy(Base):
@@ -123,6 +146,10 @@ class FileCopy(Base):
     owner: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # cached copies only: served until then (extended by restore requests), and the last download that
+    # began reading it (least recently read copies are evicted first, after expired ones)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_read_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     file: Mapped[File] = relationship(back_populates="copies", lazy="raise")
     location: Mapped[StorageLocation] = relationship(lazy="select")
@@ -259,3 +286,77 @@ class DownloadLease(Base):
     acquired_us: Mapped[int] = mapped_column(BigInteger)
     expires_us: Mapped[int] = mapped_column(BigInteger)
     released_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class JobState:
+    QUEUED = "queued"  # not started, or waiting for cache room (``waiting_since``)
+    RUNNING = "running"  # the nearline location is restoring it, or it is being copied into the cache
+    DONE = "done"
+    FAILED = "failed"
+
+    ACTIVE = (QUEUED, RUNNING)
+    ALL = (QUEUED, RUNNING, DONE, FAILED)
+
+
+class RestoreJob(Base):
+    """The restore of one file from a nearline location into a cache location: one row per file, so a file
+    is restored once however many ask. Workers take due jobs (``next_attempt_at``) with ``FOR UPDATE SKIP
+    LOCKED`` and hold them by a lease they renew; a job whose worker died is taken again once the lease
+    has expired."""
+
+    __tablename__ = "restore_jobs"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state"),
+        Index("ix_restore_jobs_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    checksum: Mapped[str] = mapped_column(ForeignKey("files.checksum", ondelete="CASCADE"), unique=True)
+    state: Mapped[str] = mapped_column(String(8), default=JobState.QUEUED)
+    hours: Mapped[int] = mapped_column(Integer)  # how long the cached copy is kept once restored
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # expected end of the restore (Retry-After of downloads), and since when it waits for cache room
+    eta: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    waiting_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed attempts (plugin errors) so far
+    # the pending copy reserved on a cache location; it becomes the cached copy
+    cache_copy_id: Mapped[int | None] = mapped_column(
+        ForeignKey("file_copies.id", ondelete="SET NULL"), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+
+
+class CacheLease(Base):
+    """A download reading a cached copy: the copy is not evicted while a live lease names it. Renewed while
+    the body streams, deleted when it closes; a crashed instance's leases stop counting at ``expires_us``."""
+
+    __tablename__ = "cache_leases"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    copy_id: Mapped[int] = mapped_column(ForeignKey("file_copies.id", ondelete="CASCADE"), index=True)
+    acquired_us: Mapped[int] = mapped_column(BigInteger)
+    expires_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class Event(Base):
+    """An event for the webhook (``STORAGE_EVENT_WEBHOOK_URL``), kept until the receiver acknowledged it:
+    recorded in the transaction of what it reports, so a restart loses none (at least once)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_due", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    checksum: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the JSON sent, byte for byte the same on every attempt
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)

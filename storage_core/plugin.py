@@ -3,18 +3,62 @@
 from __future__ import annotations
 
 import abc
+import datetime as dt
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, BinaryIO, ClassVar
 
 from marshmallow import Schema, ValidationError
 
-from storage_core.errors import InvalidArgument, PieceMissing, StorageUnavailable
+from storage_core.errors import InvalidArgument, NotRestored, PieceMissing, StorageUnavailable
 
 ENTRY_POINT_GROUP = "storage_core.plugins"
 
 # A block read from a plugin is never larger than this, so memory per stream stays bounded.
 READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreStatus:
+    """Where the restore of one piece of a nearline location stands."""
+
+    ARCHIVED = "archived"  # not readable: a restore must be started
+    RESTORING = "restoring"  # a restore is under way
+    RESTORED = "restored"  # readable until ``expires_at`` (None: for as long as it stays there)
+
+    state: str
+    ready_in: float | None = None  # seconds until restored, when the location can tell
+    expires_at: dt.datetime | None = None
+
+
+class RestoreCapability(abc.ABC):
+    """What a nearline location can do about its pieces, which cannot be read before they are restored.
+
+    A plugin whose pieces are read directly has none (``LocationPlugin.restore_capability`` is None):
+    callers ask, and never get a restore that quietly does nothing.
+    """
+
+    #: the storage class an S3 client is shown for copies here (x-amz-storage-class), e.g. GLACIER
+    storage_class: ClassVar[str] = "GLACIER"
+
+    @property
+    @abc.abstractmethod
+    def estimate_seconds(self) -> float:
+        """A typical restore time: the Retry-After of downloads waiting for it."""
+
+    @property
+    @abc.abstractmethod
+    def check_every_seconds(self) -> float:
+        """How often a restore under way is asked how it stands (each ask may cost a request)."""
+
+    @abc.abstractmethod
+    def start(self, checksum: str, index: int, days: int) -> None:
+        """Ask for the piece to be readable for ``days``. Idempotent: a restore under way or done is kept."""
+
+    @abc.abstractmethod
+    def status(self, checksum: str, index: int) -> RestoreStatus:
+        """How the restore of the piece stands; ``PieceMissing`` if the piece is not here."""
 
 
 class LocationPlugin(abc.ABC):
@@ -48,6 +92,12 @@ class LocationPlugin(abc.ABC):
     def public_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         """The configuration without its secrets, fit for an API answer."""
         return {k: v for k, v in config.items() if k not in cls.secret_fields}
+
+    @property
+    def restore_capability(self) -> RestoreCapability | None:
+        """The restore capability when this location is nearline (its pieces must be restored before they
+        are read, and reading one that is not raises ``NotRestored``); None when pieces are read directly."""
+        return None
 
     @abc.abstractmethod
     def write_piece(self, checksum: str, index: int, stream: BinaryIO, length: int) -> None:
@@ -116,7 +166,10 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "READ_CHUNK",
     "LocationPlugin",
+    "NotRestored",
     "PieceMissing",
     "PluginRegistry",
+    "RestoreCapability",
+    "RestoreStatus",
     "StorageUnavailable",
 ]

@@ -70,6 +70,13 @@ class LocationSchema(StrictSchema):
     name = fields.String(required=True, validate=domain(names.validate_location_name))
     plugin = fields.String(required=True)
     tier = fields.String(load_default="hot", validate=validate.OneOf(["hot", "cold"]))
+    access = fields.String(load_default="online", validate=validate.OneOf(["online", "nearline"]), metadata={
+        "description": "nearline: tape or S3 Glacier, restored into a cache location before it is read; the "
+                       "plugin's config must make it so (local: restore_seconds; s3: storage_class GLACIER or "
+                       "DEEP_ARCHIVE)"})
+    purpose = fields.String(load_default="storage", validate=validate.OneOf(["storage", "cache"]), metadata={
+        "description": "cache: holds restored copies of nearline files, bounded by capacity; online, never an "
+                       "upload target"})
     priority = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
     enabled = fields.Boolean(load_default=True)
     config = fields.Dict(keys=fields.String(), required=True,
@@ -151,9 +158,13 @@ class CopySchema(Schema):
     location = fields.String()
     tier = fields.String()
     priority = fields.Integer()
-    state = fields.String()
+    state = fields.String(metadata={"description": "stored, cached (a restored copy of a nearline file), "
+                                                   "pending, corrupt or deleting"})
     damaged_pieces = fields.List(fields.Integer(), metadata={
         "description": "pieces found missing or corrupt on this copy; the others serve"})
+    access = fields.String()
+    purpose = fields.String()
+    expires_at = fields.DateTime(allow_none=True, metadata={"description": "cached copies: kept until then"})
 
 
 class ReferenceSchema(Schema):
@@ -180,10 +191,32 @@ class AvailabilityRequestSchema(StrictSchema):
                             validate=validate.Length(max=1000))
 
 
+FILE_STATE_DOC = ("available (online, or cached until expires_at), restoring, queued (the restore waits for "
+                  "room in the cache), nearline (only nearline copies, no restore asked for), unknown (not "
+                  "stored, or not readable by the caller)")
+
+
 class AvailabilitySchema(Schema):
     checksum = fields.String()
     available = fields.Boolean()
     tier = fields.String(allow_none=True)
+    state = fields.String(metadata={"description": FILE_STATE_DOC})
+    expires_at = fields.DateTime(allow_none=True, metadata={"description": "when the cached copy expires; null "
+                                                                           "when online"})
+
+
+class RestoreRequestSchema(StrictSchema):
+    checksums = fields.List(fields.String(validate=domain(names.validate_checksum)), required=True,
+                            validate=validate.Length(min=1, max=1000))
+    hours = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=720), metadata={
+        "description": "how long the restored copy stays in the cache (default STORAGE_RESTORE_HOURS); a cached "
+                       "copy's expiry is extended to it"})
+
+
+class RestoreStateSchema(Schema):
+    checksum = fields.String()
+    state = fields.String(metadata={"description": FILE_STATE_DOC})
+    expires_at = fields.DateTime(allow_none=True)
 
 
 class PresignRequestSchema(StrictSchema):

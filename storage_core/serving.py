@@ -114,6 +114,21 @@ def post_fork(_server: object, _worker: object) -> None:
     extensions.set_wait_callback(gevent_wait_callback(settings.db_timeout))
 
 
+def post_worker_init(worker: Any) -> None:
+    """In each worker, once the app is loaded: its restore and webhook loops (storage profile,
+    ``STORAGE_RESTORE_WORKERS``); greenlets, since the gevent worker has patched threading by then."""
+    from storage_core.workers import start_for_app
+
+    start_for_app(worker.wsgi)
+
+
+def worker_exit(_server: object, worker: Any) -> None:
+    """A worker stops: its loops hand their jobs back at once instead of letting their leases expire."""
+    from storage_core.workers import stop_for_app
+
+    stop_for_app(getattr(worker, "wsgi", None))
+
+
 def run(bootstrap: str, default_profiles: tuple[str, ...], config_file: Path) -> None:
     """Start gunicorn on ``bootstrap``.wsgi:app with the bootstrap's own gunicorn.conf.py."""
     try:

@@ -31,6 +31,33 @@ def _int(minimum: int = 0) -> Callable[[str], int]:
     return parse
 
 
+def _float(minimum: float = 0.0) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        if not value >= minimum or value == float("inf"):
+            raise ValueError(f"must be a finite number >= {minimum}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _hours(raw: str) -> int:
+    value = _int(1)(raw)
+    if value > 720:
+        raise ValueError(f"must be between 1 and 720 hours, got {value}")
+    return value
+
+
+def _url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    return value
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -133,6 +160,38 @@ class Settings:
         "answering 409.")
     max_upload_size: int = _setting(
         "STORAGE_MAX_UPLOAD_SIZE", _int(0), 5 * 1024 * GiB, "Largest accepted object, bytes (0: no limit).")
+    restore_on_read: bool = _setting(
+        "STORAGE_RESTORE_ON_READ", _bool, True,
+        "A download of a file whose only copies are nearline (and not cached) starts a restore and answers 503 "
+        "RestoreInProgress with Retry-After; off: 409 NotAvailable (restores only through POST /files/restore).")
+    restore_hours: int = _setting(
+        "STORAGE_RESTORE_HOURS", _hours, 24,
+        "Hours a restored copy stays in the cache when a request names none (1 to 720).")
+    restore_workers: int = _setting(
+        "STORAGE_RESTORE_WORKERS", _int(0), 1,
+        "Restore and webhook workers (background loops) per storage-service worker process; 0: none (run "
+        "`storage-admin restore work` on dedicated hosts instead).")
+    restore_poll_seconds: float = _setting(
+        "STORAGE_RESTORE_POLL_SECONDS", _float(0.01), 1.0,
+        "How often an idle restore worker looks for due restore jobs and webhook events (one query each).")
+    restore_lease_seconds: int = _setting(
+        "STORAGE_RESTORE_LEASE_SECONDS", _int(2), 30,
+        "How long a restore job or event taken by a worker stays its own without a heartbeat: a job of a "
+        "worker that died is taken again after this.")
+    restore_retry_seconds: float = _setting(
+        "STORAGE_RESTORE_RETRY_SECONDS", _float(0.01), 10.0,
+        "First wait after a failed restore step or webhook delivery; each further failure doubles it (up to "
+        "an hour).")
+    restore_max_attempts: int = _setting(
+        "STORAGE_RESTORE_MAX_ATTEMPTS", _int(1), 5,
+        "Failed attempts (location errors) after which a restore job fails and `file.restore_failed` is sent.")
+    event_webhook_url: str = _setting(
+        "STORAGE_EVENT_WEBHOOK_URL", _url, "",
+        "URL each completed or failed restore is POSTed to as JSON (`file.available`, "
+        "`file.restore_failed`), retried until it answers 2xx; empty: no events.")
+    event_webhook_secret: str = _setting(
+        "STORAGE_EVENT_WEBHOOK_SECRET", _text, "",
+        "Key of the HMAC-SHA256 of each event body, sent hex-encoded in X-Storage-Signature.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

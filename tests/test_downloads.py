@@ -224,9 +224,9 @@ def test_availability(client, storage, local_location, tmp_path):
     response = client.post("/api/v1/files/availability", json={"checksums": [cold, hot, unknown]})
     assert response.status_code == 200
     assert response.json == [
-        {"checksum": cold, "available": True, "tier": "cold"},
-        {"checksum": hot, "available": True, "tier": "hot"},
-        {"checksum": unknown, "available": False, "tier": None},
+        {"checksum": cold, "available": True, "tier": "cold", "state": "available", "expires_at": None},
+        {"checksum": hot, "available": True, "tier": "hot", "state": "available", "expires_at": None},
+        {"checksum": unknown, "available": False, "tier": None, "state": "unknown", "expires_at": None},
     ]
     too_many = client.post("/api/v1/files/availability", json={"checksums": [unknown] * 1001})
     assert too_many.status_code == 400

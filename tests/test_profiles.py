@@ -17,6 +17,7 @@ DOWNLOADER_ROUTES = {
     ("GET", "/api/v1/buckets/<bucket>/objects/<path:key>"),
     ("GET", "/api/v1/files/<checksum>/download"),
     ("POST", "/api/v1/files/availability"),
+    ("POST", "/api/v1/files/restore"),
     ("GET", "/api/v1/buckets/<bucket>/read-quota"),
     ("GET", "/api/v1/buckets/<bucket>/read-records"),
 }

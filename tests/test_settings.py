@@ -15,6 +15,15 @@ def test_defaults():
     assert settings.effective_database_url.startswith("sqlite:///")
 
 
+def test_nearline_settings_are_parsed():
+    settings = Settings.from_env({"STORAGE_RESTORE_ON_READ": "off", "STORAGE_RESTORE_HOURS": "720",
+                                  "STORAGE_RESTORE_POLL_SECONDS": "0.25",
+                                  "STORAGE_EVENT_WEBHOOK_URL": "https://hooks.example.org/storage"})
+    assert settings.restore_on_read is False and settings.restore_hours == 720
+    assert settings.restore_poll_seconds == 0.25 and settings.event_webhook_url.startswith("https://")
+    assert Settings.from_env({}).restore_on_read is True and Settings.from_env({}).restore_hours == 24
+
+
 def test_values_are_parsed():
     settings = Settings.from_env({"STORAGE_PIECE_SIZE": "1048576", "STORAGE_AUTH_DISABLED": "true",
                                   "STORAGE_BIND": "0.0.0.0:9000", "STORAGE_LOG_LEVEL": "debug"})
@@ -31,6 +40,13 @@ def test_values_are_parsed():
     ("STORAGE_AUTH_DISABLED", "maybe"),
     ("STORAGE_LOG_LEVEL", "LOUD"),
     ("STORAGE_FREE_READ_QUOTA", "1.5"),
+    ("STORAGE_RESTORE_HOURS", "0"),
+    ("STORAGE_RESTORE_HOURS", "721"),
+    ("STORAGE_RESTORE_POLL_SECONDS", "soon"),
+    ("STORAGE_RESTORE_POLL_SECONDS", "0"),
+    ("STORAGE_RESTORE_RETRY_SECONDS", "inf"),
+    ("STORAGE_RESTORE_WORKERS", "-1"),
+    ("STORAGE_EVENT_WEBHOOK_URL", "ftp://example.org/hook"),
 ])
 def test_bad_value_names_the_variable(variable, value):
     with pytest.raises(ConfigurationError, match=f"^{variable}: "):

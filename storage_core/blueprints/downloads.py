@@ -14,6 +14,8 @@ from storage_core.schemas import (
     AvailabilitySchema,
     ChecksumDownloadArgs,
     ProblemSchema,
+    RestoreRequestSchema,
+    RestoreStateSchema,
 )
 from storage_core.services.downloads import Download
 from storage_core.services.resolve import ByChecksum, ByKey
@@ -26,9 +28,12 @@ DOWNLOAD_DOC = {
         "206": {"description": "one range, or several as multipart/byteranges"},
         "304": {"description": "not modified"},
         "404": {"description": "no such object", "content": {"application/problem+json": {"schema": ProblemSchema}}},
+        "409": {"description": "NotAvailable: only nearline copies, and no restore under way (restores on read "
+                               "are off)"},
         "416": {"description": "no range satisfiable"},
         "429": {"description": "read quota exceeded"},
-        "503": {"description": "no copy can serve, or the database is unavailable"},
+        "503": {"description": "RestoreInProgress (only nearline copies: retry after Retry-After), no copy can "
+                               "serve, or the database is unavailable"},
     },
     "parameters": [
         {"in": "header", "name": "Range", "schema": {"type": "string"}, "required": False},
@@ -94,3 +99,14 @@ def download_by_checksum(checksum: str, bucket: str | None, inline: bool) -> Res
 def availability(body: dict) -> list[dict]:
     """Whether each file can be downloaded now, and from which tier."""
     return services().availability_service().check(body["checksums"], principal())
+
+
+@blp.route("/files/restore", methods=["POST"])
+@authorize("authenticated")
+@blp.arguments(RestoreRequestSchema)
+@blp.response(202, RestoreStateSchema(many=True))
+def restore(body: dict) -> list[dict]:
+    """Restore nearline files into the cache for ``hours`` (a cached copy's expiry is extended); each file is
+    restored once however many ask. Files the caller cannot read are ``unknown``."""
+    return [state.view() for state in
+            services().restore_service().request(body["checksums"], body["hours"], principal())]

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from storage_core.blueprints.common import services
-from storage_core.metrics import registry
+from storage_core.metrics import RestoreFigures, database_registry, registry
 
 blp = Blueprint("health", __name__, description="Health and metrics")
 
@@ -31,4 +31,7 @@ def ready() -> tuple[dict, int]:
 @blp.doc(responses={"200": {"description": "Prometheus text format"}})
 def metrics() -> Response:
     """Prometheus metrics of this process (or of all workers, in gunicorn multiprocess mode)."""
-    return Response(generate_latest(registry()), mimetype=CONTENT_TYPE_LATEST)
+    container = services()
+    figures = RestoreFigures(container.restore_service().job_counts, container.event_outbox().pending)
+    return Response(generate_latest(registry()) + generate_latest(database_registry(figures)),
+                    mimetype=CONTENT_TYPE_LATEST)

@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_core.db import transaction
 from storage_core.errors import Conflict, NotFound, StorageUnavailable
 from storage_core.layout import FileLayout
-from storage_core.models import CopyState, DamagedPiece, File, FileCopy, Object, StorageLocation, utcnow
+from storage_core.models import CacheLease, CopyState, DamagedPiece, File, FileCopy, Object, StorageLocation, utcnow
 from storage_core.plugin import LocationPlugin
-from storage_core.services.locations import require_room, usage
+from storage_core.services.locations import require_not_cache, require_room, usage
 from storage_core.services.reader import VerifiedReader
 from storage_core.services.sources import PluginCache, Source
 from storage_core.spool import Spool
+from storage_core.timeutil import now_us
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class ContentStore:
 
     def copy_to(self, checksum: str, location: StorageLocation) -> None:
         """Copy a stored file to another location, verifying every block on the way."""
+        require_not_cache(location, "the target of a copy (it holds restored copies only)")
         owner = uuid.uuid4().hex
         with transaction(self.session_factory) as session:
             file = lock_file(session, checksum)
@@ -216,6 +218,12 @@ class ContentStore:
             others = [c for c in copies if c.id != target.id and c.state == CopyState.STORED]
             if target.state == CopyState.PENDING:
                 raise Conflict(f"the copy on {location.name!r} is being written")
+            if target.state == CopyState.CACHED:
+                # the row lock first, then the leases (the protocol of services/cache.py)
+                session.execute(select(FileCopy.id).where(FileCopy.id == target.id).with_for_update())
+                if session.scalar(select(exists().where(CacheLease.copy_id == target.id,
+                                                        CacheLease.expires_us > now_us()))):
+                    raise Conflict(f"the cached copy on {location.name!r} is being read")
             if not others and target.state == CopyState.STORED:
                 raise Conflict("this is the last stored copy of the file; delete the object instead")
             target.state = CopyState.DELETING
@@ -239,6 +247,10 @@ class ContentStore:
             targets = [(c.id, c.location) for c in copies]
         self._remove_pieces_and_rows(checksum, targets)
         return True
+
+    def remove_marked(self, checksum: str, targets: list[tuple[int, StorageLocation]]) -> None:
+        """Remove the pieces and rows of copies already marked ``deleting`` (an evicted cached copy, say)."""
+        self._remove_pieces_and_rows(checksum, targets)
 
     def _remove_pieces_and_rows(self, checksum: str, targets: list[tuple[int, StorageLocation]]) -> None:
         with transaction(self.session_factory) as session:

@@ -5,6 +5,11 @@ The data path reads top to bottom: a door (blueprint or S3) -> ``DownloadService
 plugin. ``open`` knows nothing of HTTP frameworks: it takes the request's conditions as data and
 returns the status, the headers as data and the body, so every door serves the same downloads with
 the same charges. No database connection is held while the body streams.
+
+A file whose only copies are nearline (and not cached) cannot be streamed: ``open`` raises
+``RestoreInProgress`` (503, ``Retry-After``; the restore is started with ``STORAGE_RESTORE_ON_READ``) or
+``NotAvailable`` (409) before anything is charged. A cached copy being read is leased (``RestoreCache``), so
+that it is not evicted until the body closes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_core.auth import Principal
 from storage_core.db import transaction
 from storage_core.delivery import DeliveryWatch
-from storage_core.errors import PreconditionFailed, RangeNotSatisfiable, StorageUnavailable
+from storage_core.errors import (
+    NearlineOnly,
+    NotAvailable,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    RestoreInProgress,
+    StorageUnavailable,
+)
 from storage_core.http_semantics import (
     Conditions,
     TooManyRanges,
@@ -32,11 +44,13 @@ from storage_core.http_semantics import (
     parse_range_header,
     unsatisfied_content_range,
 )
+from storage_core.services.cache import RestoreCache
 from storage_core.services.content import ContentStore
 from storage_core.services.limits import Admission, DownloadLimits
 from storage_core.services.quota import Charge, QuotaService, ReadRequest
 from storage_core.services.reader import VerifiedReader, servable
 from storage_core.services.resolve import Resolver, Selector, Target
+from storage_core.services.restore import AVAILABLE, QUEUED, RESTORING, Residency, RestoreService
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,9 @@ class Download:
     target: Target
     headers: dict[str, str]
     body: ChargedBody | None = None
+    # a file with nearline copies and no online one: its storage class and restore (S3's x-amz-storage-class
+    # and x-amz-restore); None otherwise
+    residency: Residency | None = None
 
 
 class ChargedBody:
@@ -68,7 +85,8 @@ class ChargedBody:
     """
 
     def __init__(self, chunks: Chunks, quota: QuotaService, charge: Charge | None,
-                 prefetched: list[tuple[bytes, bool]], limits: DownloadLimits, admission: Admission | None):
+                 prefetched: list[tuple[bytes, bool]], limits: DownloadLimits, admission: Admission | None,
+                 cache: RestoreCache | None = None, cache_leases: list[int] | None = None):
         self._chunks = chunks
         self._quota = quota
         self._charge = charge
@@ -76,6 +94,8 @@ class ChargedBody:
         self._limits = limits
         self._admission = admission
         self._watch: DeliveryWatch | None = None
+        self._cache = cache
+        self._cache_leases = cache_leases or []
         self.delivered = 0
         self._complete = False
         self._closed = False
@@ -84,7 +104,8 @@ class ChargedBody:
         self._watch = watch
 
     def __iter__(self) -> Iterator[bytes]:
-        renew_at = time.monotonic() + self._limits.renew_every_seconds if self._admission else None
+        holds = self._admission is not None or bool(self._cache_leases)
+        renew_at = time.monotonic() + self._limits.renew_every_seconds if holds else None
         watch, handed = self._watch, 0
         if watch is not None:
             watch.before_first_chunk()
@@ -99,11 +120,17 @@ class ChargedBody:
                 handed += len(data)
                 if is_content:
                     self.delivered += len(data)
-                if self._admission is not None and renew_at is not None and time.monotonic() >= renew_at:
-                    self._limits.renew(self._admission)
+                if renew_at is not None and time.monotonic() >= renew_at:
+                    self._renew()
                     renew_at = time.monotonic() + self._limits.renew_every_seconds
         self._prefetched = []
         self._complete = True
+
+    def _renew(self) -> None:
+        if self._admission is not None:
+            self._limits.renew(self._admission)
+        if self._cache is not None and self._cache_leases:
+            self._cache.renew(self._cache_leases)
 
     def close(self) -> None:
         if self._closed:
@@ -125,6 +152,11 @@ class ChargedBody:
                 self._limits.release(self._admission)
             except Exception:  # the lease expires by itself
                 log.exception("could not release download lease %s", self._admission.lease_id)
+        if self._cache is not None and self._cache_leases:
+            try:
+                self._cache.release(self._cache_leases)
+            except Exception:  # the leases expire by themselves
+                log.exception("could not release cache leases %s", self._cache_leases)
         if self._charge is not None and received < self._charge.size:
             undelivered = self._charge.size - received
             log.info("read record %d ended after %d of %d bytes; refunding %d", self._charge.record_id,
@@ -133,6 +165,10 @@ class ChargedBody:
                 self._quota.refund(self._charge, undelivered)
             except Exception:
                 log.exception("refund of %d bytes for read record %d failed", undelivered, self._charge.record_id)
+
+
+class _BecameAvailable(Exception):
+    """A restore request found the file's cached copy still there: the download resolves again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +188,9 @@ class _Shape:
 
 class DownloadService:
     def __init__(self, session_factory: sessionmaker[Session], resolver: Resolver, content: ContentStore,
-                 quota: QuotaService, limits: DownloadLimits, verify_reads: bool = True, public_max_age: int = 0):
+                 quota: QuotaService, limits: DownloadLimits, verify_reads: bool = True, public_max_age: int = 0,
+                 restore: RestoreService | None = None, cache: RestoreCache | None = None,
+                 restore_on_read: bool = True):
         self.session_factory = session_factory
         self.resolver = resolver
         self.content = content
@@ -161,12 +199,31 @@ class DownloadService:
         self.verify_reads = verify_reads
         # shared caches may keep public objects; a private object or a presigned read only the client may
         self._public_cache = f"public, max-age={public_max_age}" if public_max_age else "public, no-cache"
+        self.restore = restore
+        self.cache = cache
+        self.restore_on_read = restore_on_read
 
     def open(self, selector: Selector, conditions: Conditions, principal: Principal,
-             etag: Callable[[Target], str] = native_etag) -> Download:
+             etag: Callable[[Target], str] = native_etag, restore_on_read: bool | None = None,
+             residency_head: bool = False) -> Download:
         """Open what ``selector`` names for ``principal``: 304, 416 (raised), HEAD, or a charged body.
 
-        ``etag`` is the door's entity tag of the target: conditions are evaluated against it."""
+        ``etag`` is the door's entity tag of the target: conditions are evaluated against it. A file that is
+        only nearline raises ``RestoreInProgress`` or ``NotAvailable`` (HEAD too, as GET would);
+        ``restore_on_read`` overrides ``STORAGE_RESTORE_ON_READ`` (an S3 GetObject never starts a restore: S3
+        clients ask with RestoreObject); ``residency_head``: a HEAD of such a file answers from the metadata
+        with ``Download.residency`` instead (S3 HeadObject: x-amz-storage-class, x-amz-restore)."""
+        for attempt in range(2):
+            try:
+                return self._open(selector, conditions, principal, etag, restore_on_read, residency_head)
+            except _BecameAvailable:
+                if attempt:
+                    raise RestoreInProgress("the file's cached copy is changing; retry",
+                                            headers={"Retry-After": "1"}) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _open(self, selector: Selector, conditions: Conditions, principal: Principal,
+              etag: Callable[[Target], str], restore_on_read: bool | None, residency_head: bool) -> Download:
         # resolving holds a pooled connection only for its query (and, batched, shares it)
         target = self.resolver.resolve(selector, principal)
         file = target.file
@@ -194,13 +251,30 @@ class DownloadService:
             )
         shape = self._shape(ranges, file.size, target, headers)
         headers["Content-Length"] = str(shape.length)
-        # HEAD answers what GET would: 503 when some wanted piece has no copy that could serve it
-        if shape.content_size and not servable(file, target.sources, shape.ranges):
+        # HEAD answers what GET would: for a file that is only nearline, RestoreInProgress (its restore
+        # started) or NotAvailable, unless the door shows it as S3's HeadObject does (``residency_head``)
+        head = conditions.method == "HEAD"
+        if target.nearline_only and not (head and residency_head):
+            raise self._nearline_only(target, restore_on_read)
+        # and 503 when some wanted piece has no copy that could serve it
+        if shape.content_size and not target.nearline_only and not servable(file, target.sources, shape.ranges):
             raise StorageUnavailable(f"no enabled location holds a good copy of every wanted piece of {file.checksum}")
-        if conditions.method == "HEAD":
-            return Download(shape.status, target, headers)
-        reader = VerifiedReader(file, target.sources, self.content.note_failure, verify=self.verify_reads)
-        charge, admission = self._admit_and_charge(target, shape.content_size, principal.account)
+        if head:
+            return Download(shape.status, target, headers, residency=self._residency(target))
+        offered = len(target.sources)
+        leases = self._lease_cached(target)
+        if target.nearline_only:  # its cached copy was evicted since the resolve
+            raise self._nearline_only(target, restore_on_read)
+        try:
+            if len(target.sources) < offered and shape.content_size and not servable(file, target.sources,
+                                                                                      shape.ranges):
+                raise StorageUnavailable(f"no enabled location holds a good copy of every wanted piece of "
+                                         f"{file.checksum}")
+            reader = VerifiedReader(file, target.sources, self.content.note_failure, verify=self.verify_reads)
+            charge, admission = self._admit_and_charge(target, shape.content_size, principal.account)
+        except BaseException:
+            self._release(leases)
+            raise
         # committed: the charge and its record are durable before any byte leaves
         chunks = self._chunks(reader, shape)
         # Read up to the first content block before answering: when no copy can serve it, the client
@@ -213,9 +287,52 @@ class DownloadService:
                     break
         except StorageUnavailable:
             self._undo(charge, admission)
+            self._release(leases)
             raise
         return Download(shape.status, target, headers,
-                        ChargedBody(chunks, self.quota, charge, prefetched, self.limits, admission))
+                        ChargedBody(chunks, self.quota, charge, prefetched, self.limits, admission,
+                                    self.cache, leases),
+                        residency=self._residency(target))
+
+    def _residency(self, target: Target) -> Residency | None:
+        return self.restore.residency(target) if self.restore is not None and target.nearline else None
+
+    def _lease_cached(self, target: Target) -> list[int]:
+        """Lease the cached copies among the sources, so none is evicted while this body reads it; one evicted
+        since the resolve is dropped from the sources. Returns the lease ids."""
+        cached = [source.copy_id for source in target.sources if source.cached]
+        if not cached or self.cache is None or not target.file.size:
+            return []
+        leases = self.cache.lease(cached)
+        if len(leases) < len(cached):
+            target.sources = [s for s in target.sources if not s.cached or s.copy_id in leases]
+        return list(leases.values())
+
+    def _release(self, leases: list[int]) -> None:
+        if leases and self.cache is not None:
+            try:
+                self.cache.release(leases)
+            except Exception:  # they expire by themselves
+                log.exception("could not release cache leases %s", leases)
+
+    def _nearline_only(self, target: Target, restore_on_read: bool | None) -> NearlineOnly | _BecameAvailable:
+        """The error for a file that must be restored first (nothing is charged): the restore started (or
+        joined) and 503 with Retry-After, or 409 when restores on read are off and none is under way."""
+        start = self.restore_on_read if restore_on_read is None else restore_on_read
+        checksum = target.file.checksum
+        if self.restore is None:
+            return NotAvailable(f"file {checksum} is on nearline storage only")
+        state = self.restore.request_for_read(target, start)
+        if state.state == AVAILABLE:  # an expired cached copy was still there, and is kept again: read it
+            return _BecameAvailable()
+        extra = {"checksum": checksum, "state": state.state}
+        if state.state in (RESTORING, QUEUED):
+            waiting = "waits for room in the restore cache" if state.state == QUEUED else "is being restored"
+            return RestoreInProgress(f"file {checksum} is on nearline storage only and {waiting}; retry after "
+                                     f"{state.retry_after} s", headers={"Retry-After": str(state.retry_after or 1)},
+                                     extra=extra)
+        return NotAvailable(f"file {checksum} is on nearline storage only: ask for a restore with "
+                            "POST /api/v1/files/restore", extra=extra)
 
     def _cache_control(self, target: Target, principal: Principal) -> str:
         if target.visibility == "public-read" and principal.presigned is None:

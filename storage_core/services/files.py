@@ -8,13 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
-from storage_core.auth import AccessPolicy, Principal
+from storage_core.auth import Principal
 from storage_core.db import transaction
 from storage_core.errors import NotFound
-from storage_core.models import Bucket, CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.models import Bucket, File, FileCopy, Object, StorageLocation
 from storage_core.names import validate_checksum
 from storage_core.services.content import ContentStore
 from storage_core.services.locations import get_location
+from storage_core.services.restore import RestoreService
 from storage_core.services.sources import damaged_pieces, serving_order
 
 
@@ -50,7 +51,8 @@ class FileService:
                 "piece_count": file.piece_count,
                 "created_at": file.created_at,
                 "copies": [{"location": loc.name, "tier": loc.tier, "priority": loc.priority, "state": copy.state,
-                            "damaged_pieces": sorted(damage.get(copy.id, ()))}
+                            "damaged_pieces": sorted(damage.get(copy.id, ())),
+                            "access": loc.access, "purpose": loc.purpose, "expires_at": copy.expires_at}
                            for copy, loc in copies],
                 "references": [{"bucket": b, "key": k} for b, k in references],
             }
@@ -70,29 +72,13 @@ class FileService:
 
 
 class AvailabilityService:
-    """Whether files can be downloaded now, and from which tier (REGARDS availability)."""
+    """Whether files can be downloaded now, from which tier, and how their restore stands (REGARDS availability)."""
 
-    def __init__(self, session_factory: sessionmaker[Session], policy: AccessPolicy):
-        self.session_factory = session_factory
-        self.policy = policy
+    def __init__(self, restore: RestoreService):
+        self.restore = restore
 
     def check(self, checksums: list[str], principal: Principal) -> list[dict[str, Any]]:
-        """Callers learn only of files they could read (``AccessPolicy.readable``)."""
-        wanted = list(dict.fromkeys(checksums))
-        query = (
-            select(FileCopy.checksum, StorageLocation.tier)
-            .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
-            .where(FileCopy.checksum.in_(wanted), FileCopy.state.in_(CopyState.SERVABLE),
-                   StorageLocation.enabled.is_(True))
-        )
-        if not principal.is_admin:
-            readable = (select(Object.checksum).join(Bucket, Bucket.id == Object.bucket_id)
-                        .where(self.policy.readable(principal, Bucket, Object.key)))
-            query = query.where(FileCopy.checksum.in_(readable))
-        with transaction(self.session_factory) as session:
-            rows = session.execute(query).all()
-        tiers: dict[str, str] = {}
-        for checksum, tier in rows:
-            if tiers.get(checksum) != "hot":
-                tiers[checksum] = tier
-        return [{"checksum": c, "available": c in tiers, "tier": tiers.get(c)} for c in checksums]
+        """Callers learn only of files they could read (``AccessPolicy.readable``): others are ``unknown``."""
+        return [{"checksum": state.checksum, "available": state.available, "tier": state.tier,
+                 "state": state.state, "expires_at": state.expires_at}
+                for state in self.restore.states(checksums, principal)]

@@ -1,4 +1,8 @@
-"""Garbage collection: abandoned pending copies, unfinished deletions, unreferenced files, orphan pieces.
+"""Garbage collection: abandoned pending copies, unfinished deletions, unreferenced files, orphan pieces, and
+the restore cache's leftovers (expired cached copies, leases of dead downloads, old restore jobs and events).
+
+The pending copy that reserves cache room for a restore job stays pending for as long as the restore takes
+(hours on Glacier): it is the job's, not an abandoned upload, while the job is queued or running.
 
 Safe while uploads run: an upload commits its pending copy row *before* writing any piece, so listing
 a location's pieces first and reading the copy rows afterwards can never take a piece of a running
@@ -12,16 +16,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import and_, delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
 from storage_core.db import transaction
 from storage_core.errors import StorageUnavailable
-from storage_core.models import CopyState, File, FileCopy, Object, StorageLocation
+from storage_core.models import CopyState, File, FileCopy, JobState, Object, RestoreJob, StorageLocation
+from storage_core.services.cache import RestoreCache
 from storage_core.services.content import ContentStore, PendingWrite
+from storage_core.services.events import EventOutbox
 from storage_core.services.limits import DownloadLimits
 from storage_core.services.sources import PluginCache
+
+# finished restore jobs and delivered events are kept this long (restore list, debugging a receiver)
+KEEP_FINISHED = dt.timedelta(days=7)
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +38,15 @@ log = logging.getLogger(__name__)
 @profile("storage")
 class GarbageCollector:
     def __init__(self, session_factory: sessionmaker[Session], content: ContentStore,
-                 plugins: PluginCache, spool_dir: Path, limits: DownloadLimits | None = None):
+                 plugins: PluginCache, spool_dir: Path, limits: DownloadLimits | None = None,
+                 cache: RestoreCache | None = None, events: EventOutbox | None = None):
         self.session_factory = session_factory
         self.content = content
         self.plugins = plugins
         self.spool_dir = spool_dir
         self.limits = limits
+        self.cache = cache
+        self.events = events
 
     def collect(self, pending_grace_seconds: int = 3600, dry_run: bool = False) -> dict[str, Any]:
         report: dict[str, Any] = {"abandoned_copies": 0, "files_released": 0, "orphan_pieces": 0,
@@ -54,7 +66,9 @@ class GarbageCollector:
         with transaction(self.session_factory) as session:
             stale = session.execute(
                 select(FileCopy, File.piece_count).join(File, File.checksum == FileCopy.checksum)
-                .where(FileCopy.state == CopyState.PENDING, FileCopy.updated_at < cutoff)
+                .where(FileCopy.state == CopyState.PENDING, FileCopy.updated_at < cutoff,
+                       ~exists().where(RestoreJob.cache_copy_id == FileCopy.id,
+                                       RestoreJob.state.in_(JobState.ACTIVE)))
             ).all()
             stale_rows = [(c.id, c.checksum, c.location, n) for c, n in stale]
         for copy_id, checksum, location, piece_count in stale_rows:
@@ -105,5 +119,14 @@ class GarbageCollector:
         if self.limits is not None and not dry_run:
             day_ago = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).timestamp() * 1_000_000)
             report["old_leases"] = self.limits.forget_old_leases(day_ago)
+        if self.cache is not None and not dry_run:
+            report["expired_cached_copies"] = self.cache.purge()["removed"]
+            report["dead_cache_leases"] = self.cache.forget_expired_leases()
+            old = dt.datetime.now(dt.UTC) - KEEP_FINISHED
+            with transaction(self.session_factory) as session:
+                report["finished_restore_jobs"] = session.execute(delete(RestoreJob).where(
+                    RestoreJob.state.in_((JobState.DONE, JobState.FAILED)), RestoreJob.finished_at < old)).rowcount
+            if self.events is not None:
+                report["delivered_events"] = self.events.forget_delivered(old)
         log.info("gc: %s", report)
         return report

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiles import profile
 from storage_core.db import transaction
 from storage_core.errors import Conflict, InsufficientStorage, InvalidArgument, NotFound
-from storage_core.models import CopyState, File, FileCopy, StorageLocation
+from storage_core.models import Access, CopyState, File, FileCopy, Purpose, StorageLocation
 from storage_core.names import validate_location_name
 from storage_core.plugin import PluginRegistry
 from storage_core.services.sources import serving_order
@@ -28,6 +28,8 @@ def location_view(location: StorageLocation, registry: PluginRegistry, used_size
         "enabled": location.enabled,
         "config": plugin_cls.public_config(location.config),
         "capacity": location.capacity,
+        "access": location.access,
+        "purpose": location.purpose,
         "used_size": used_size,
         "file_count": file_count,
         "created_at": location.created_at,
@@ -86,15 +88,37 @@ class LocationService:
         with transaction(self.session_factory) as session:
             return self._view(session, get_location(session, name))
 
+    def _check_access(self, plugin: str, config: dict[str, Any], access: str, purpose: str) -> None:
+        """A location's access must be what its plugin's configuration makes it: nearline exactly when the
+        plugin reports a restore capability (a capability asked for, never a silent no-op)."""
+        if access not in Access.ALL:
+            raise InvalidArgument(f"access must be one of {', '.join(Access.ALL)}")
+        if purpose not in Purpose.ALL:
+            raise InvalidArgument(f"purpose must be one of {', '.join(Purpose.ALL)}")
+        if purpose == Purpose.CACHE and access != Access.ONLINE:
+            raise InvalidArgument("a cache location is online: its restored copies are read directly")
+        restores = self.registry.get(plugin)(config).restore_capability is not None
+        if access == Access.NEARLINE and not restores:
+            raise InvalidArgument(
+                f"a nearline location needs a plugin configured to restore ({plugin!r} is not): local with "
+                "config.restore_seconds, or s3 with config.storage_class GLACIER or DEEP_ARCHIVE")
+        if access == Access.ONLINE and restores:
+            raise InvalidArgument(
+                f"this {plugin} configuration makes a nearline location (its pieces must be restored before "
+                "they are read): create it with access nearline")
+
     def create(self, data: dict[str, Any]) -> dict[str, Any]:
         validate_location_name(data["name"])
         plugin_cls = self.registry.get(data["plugin"])
         config = plugin_cls.validate_config(data["config"])
+        access, purpose = data.get("access", Access.ONLINE), data.get("purpose", Purpose.STORAGE)
+        self._check_access(data["plugin"], config, access, purpose)
         try:
             with transaction(self.session_factory) as session:
                 location = StorageLocation(
                     name=data["name"], plugin=data["plugin"], tier=data["tier"], priority=data["priority"],
                     enabled=data["enabled"], config=config, capacity=data.get("capacity"),
+                    access=access, purpose=purpose,
                 )
                 session.add(location)
                 session.flush()
@@ -109,6 +133,7 @@ class LocationService:
                 plugin_cls = self.registry.get(location.plugin)
                 # Merging keeps write-only secrets that the client cannot read back.
                 location.config = plugin_cls.validate_config({**location.config, **changes.pop("config")})
+                self._check_access(location.plugin, location.config, location.access, location.purpose)
             for field, value in changes.items():
                 setattr(location, field, value)
             session.flush()
@@ -126,8 +151,17 @@ class LocationService:
 
 
 def validate_location_names(session: Session, names: list[str]) -> list[StorageLocation]:
+    """The locations named as upload targets of a bucket: they exist and none is a cache."""
     locations = session.scalars(select(StorageLocation).where(StorageLocation.name.in_(names))).all()
     missing = sorted(set(names) - {loc.name for loc in locations})
     if missing:
         raise InvalidArgument(f"unknown storage location(s): {', '.join(missing)}")
+    for location in locations:
+        require_not_cache(location, "an upload target")
     return list(locations)
+
+
+def require_not_cache(location: StorageLocation, what: str) -> None:
+    """Cache locations hold only restored copies: never the target of an upload or a copy."""
+    if location.purpose == Purpose.CACHE:
+        raise InvalidArgument(f"location {location.name!r} is a cache location: it cannot be {what}")

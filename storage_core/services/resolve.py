@@ -9,7 +9,8 @@ trip costs the worker more CPU than the query costs PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, Row, String, and_, bindparam, func, or_, select
@@ -20,6 +21,7 @@ from storage_core.db import PreparedQuery, connection
 from storage_core.errors import Conflict, Forbidden, NotFound, ObjectNotFound
 from storage_core.layout import FileLayout
 from storage_core.models import (
+    Access,
     AccountLimit,
     Bucket,
     CopyState,
@@ -33,7 +35,7 @@ from storage_core.models import (
 from storage_core.services.combiner import Combiner
 from storage_core.services.permissions import bucket_access
 from storage_core.services.sources import PluginCache, Source, serving_order
-from storage_core.timeutil import as_utc
+from storage_core.timeutil import as_utc, now_us
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,18 @@ class Target:
     last_modified_strong: bool  # whether If-Range may trust a date (see Object.last_modified_weak)
     md5: str
     file: FileLayout
-    sources: list[Source]  # the servable copies, in serving order
+    sources: list[Source]  # the copies that can serve now (online, and unexpired cached ones), in serving order
     limited: bool  # the reading account has download limits
+    # copies on nearline locations, which cannot serve before a restore; the cached copies among
+    # ``sources`` are their restored copies
+    nearline: list[Source] = field(default_factory=list)
+    # when each cached copy among ``sources`` expires, by copy id
+    cache_expiry: dict[int, dt.datetime] = field(default_factory=dict)
+
+    @property
+    def nearline_only(self) -> bool:
+        """No copy can serve now, and a restore of a nearline copy would make one (an empty file needs none)."""
+        return bool(self.nearline) and not self.sources and self.file.size > 0
 
 
 def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
@@ -84,7 +96,8 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
     columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at, o.c.last_modified_weak,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
                f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash, f.c.md5,
-               c.c.id.label("copy_id"), loc.c.id.label("location_id"), loc.c.name.label("location"), loc.c.tier,
+               c.c.id.label("copy_id"), c.c.expires_at.label("copy_expires_at"), loc.c.id.label("location_id"),
+               loc.c.name.label("location"), loc.c.tier, loc.c.access, loc.c.purpose,
                loc.c.updated_at.label("location_version"), lim.c.account.label("limited"),
                rev.c.revoked_before_us,
                select(dmg.c.copy_id).where(dmg.c.copy_id == c.c.id).exists().label("damaged")]
@@ -130,10 +143,12 @@ def _facts(row: Any) -> BucketFacts:
 class Resolver:
     """Finds the target of a download and checks that the principal may read it."""
 
-    def __init__(self, autocommit_engine: Engine, plugins: PluginCache, policy: AccessPolicy):
+    def __init__(self, autocommit_engine: Engine, plugins: PluginCache, policy: AccessPolicy,
+                 clock: Callable[[], int] = now_us):
         self.engine = autocommit_engine
         self.plugins = plugins
         self.policy = policy
+        self.clock = clock
         self._batched = autocommit_engine.dialect.name == "postgresql"
         self._combiner: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch)
 
@@ -159,12 +174,29 @@ class Resolver:
 
     def _target(self, rows: list[Any]) -> Target:
         first = rows[0]
-        sources = self.plugins.sources_of_rows(
-            self.engine, [row for row in rows if row.object_id == first.object_id and row.location_id is not None])
+        online, nearline, expiry = [], [], {}
+        now: dt.datetime | None = None
+        for row in rows:
+            if row.object_id != first.object_id or row.location_id is None:
+                continue
+            if row.access == Access.NEARLINE:
+                nearline.append(row)
+                continue
+            if row.copy_expires_at is not None:  # a cached copy: served until it expires
+                expires_at = as_utc(row.copy_expires_at)
+                now = now or dt.datetime.fromtimestamp(self.clock() / 1e6, dt.UTC)
+                if expires_at <= now:
+                    continue
+                expiry[row.copy_id] = expires_at
+            online.append(row)
+        # a cached copy with damaged pieces is restored again rather than repaired: it does not serve
+        sources = [s for s in self.plugins.sources_of_rows(self.engine, online) if not (s.cached and s.damaged)]
+        nearline_sources = self.plugins.sources_of_rows(self.engine, nearline) if nearline else []
         return Target(first.bucket_id, first.bucket, first.visibility, first.key, first.object_id,
                       first.content_type, as_utc(first.created_at), not first.last_modified_weak, first.md5,
                       FileLayout.of(first), sources,
-                      limited=first.limited is not None)
+                      limited=first.limited is not None, nearline=nearline_sources,
+                      cache_expiry={s.copy_id: expiry[s.copy_id] for s in sources if s.copy_id in expiry})
 
     def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:
         rows = self._rows_by_key(bucket, key, principal.account)

@@ -20,7 +20,7 @@ from storage_core.layout import FileLayout
 from storage_core.models import CopyState, DamagedPiece, File, FileCopy, StorageLocation
 from storage_core.services.content import IterStream, lock_file, record_damage
 from storage_core.services.reader import VerifiedReader
-from storage_core.services.sources import PluginCache, Source
+from storage_core.services.sources import PluginCache, Source, streamable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class Scrubber:
                                   "unrepairable": [], "unreachable": []}
         query = (select(FileCopy.id, FileCopy.checksum, StorageLocation)
                  .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
-                 .where(FileCopy.state.in_([CopyState.STORED, CopyState.CORRUPT]))
+                 # nearline copies cannot be read without a restore, which costs (and takes hours)
+                 .where(FileCopy.state.in_([CopyState.STORED, CopyState.CORRUPT]), streamable())
                  .order_by(FileCopy.checksum, StorageLocation.name))
         if location is not None:
             query = query.where(StorageLocation.name == location)

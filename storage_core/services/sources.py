@@ -1,8 +1,9 @@
 """Where a file's bytes can be read from: the plugin of each location, its copies as sources, the serving order.
 
-The serving order (hot before cold, then priority, 0 first, the id breaking ties) is defined here once
-and used by every query that lists copies: the download path's resolving statement, copies, repairs
-and the file metadata.
+The serving order is defined here once and used by every query that lists copies: the download path's
+resolving statement, copies, repairs and the file metadata. Online storage locations come first, hot
+before cold; then cache locations (restored copies of nearline files); nearline locations last (they
+cannot be read until restored). Within each, priority (0 first), the id breaking ties.
 """
 
 from __future__ import annotations
@@ -18,18 +19,33 @@ from sqlalchemy.orm import Session
 
 from storage_core.db import connection
 from storage_core.errors import StorageUnavailable
-from storage_core.models import CopyState, DamagedPiece, FileCopy, StorageLocation
+from storage_core.models import Access, CopyState, DamagedPiece, FileCopy, Purpose, StorageLocation
 from storage_core.plugin import LocationPlugin, PluginRegistry
+
+# the ranks of serving_order
+ONLINE_HOT, ONLINE_COLD, CACHE, NEARLINE = range(4)
+
+
+def serving_rank(location: Any = StorageLocation) -> Any:
+    """Which group of the serving order a location is in (``ONLINE_HOT`` ... ``NEARLINE``), as SQL."""
+    return case((location.access == Access.NEARLINE, NEARLINE), (location.purpose == Purpose.CACHE, CACHE),
+                (location.tier == "hot", ONLINE_HOT), else_=ONLINE_COLD)
 
 
 def serving_order(location: Any = StorageLocation) -> tuple[Any, ...]:
     """ORDER BY terms over a location (the ORM class or its table's columns ``.c``) in serving order."""
-    return (case((location.tier == "hot", 0), else_=1), location.priority, location.id)
+    return (serving_rank(location), location.priority, location.id)
+
+
+def streamable(location: Any = StorageLocation) -> Any:
+    """The locations whose copies can be read directly (not nearline), as SQL."""
+    return location.access == Access.ONLINE
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One copy of a file, as a candidate to read from."""
+    """One copy of a file, as a candidate to read from. ``cached``: a restored copy on a cache location,
+    which a download leases so that it is not evicted while read."""
 
     copy_id: int
     location_id: int
@@ -37,6 +53,7 @@ class Source:
     tier: str
     plugin: LocationPlugin
     damaged: frozenset[int] = frozenset()  # pieces known to be missing or corrupt on this copy
+    cached: bool = False
 
 
 class PluginCache:
@@ -82,24 +99,26 @@ class PluginCache:
         return plugin
 
     def source(self, copy_id: int, location: StorageLocation, damaged: frozenset[int] = frozenset()) -> Source:
-        return Source(copy_id, location.id, location.name, location.tier, self.plugin_for(location), damaged)
+        return Source(copy_id, location.id, location.name, location.tier, self.plugin_for(location), damaged,
+                      location.purpose == Purpose.CACHE)
 
     def sources_of_rows(self, engine: Engine, rows: list[Any]) -> list[Source]:
-        """The sources of resolving rows (``copy_id``, ``location_id``, ``location``, ``tier``,
+        """The sources of resolving rows (``copy_id``, ``location_id``, ``location``, ``tier``, ``purpose``,
         ``location_version``, ``damaged``), without loading a location unless its configuration changed;
         the damaged pieces are read only for copies that have some."""
         damage = damaged_pieces(engine, [row.copy_id for row in rows if row.damaged])
         return [Source(row.copy_id, row.location_id, row.location, row.tier,
                        self.plugin_for_id(engine, row.location_id, row.location_version),
-                       damage.get(row.copy_id, frozenset())) for row in rows]
+                       damage.get(row.copy_id, frozenset()), row.purpose == Purpose.CACHE) for row in rows]
 
     def servable_sources(self, session: Session, checksum: str, *, excluding: int | None = None) -> list[Source]:
-        """The copies of a file that can serve, in serving order (``excluding`` one copy id)."""
+        """The copies of a file that can serve now (not nearline ones), in serving order (``excluding`` one
+        copy id)."""
         rows = session.execute(
             select(FileCopy.id, StorageLocation)
             .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
             .where(FileCopy.checksum == checksum, FileCopy.state.in_(CopyState.SERVABLE),
-                   StorageLocation.enabled.is_(True))
+                   StorageLocation.enabled.is_(True), streamable())
             .order_by(*serving_order())
         ).all()
         damage = damaged_pieces(session, [copy_id for copy_id, _ in rows])

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from profiles import profile
 from storage_core.db import transaction
 from storage_core.errors import BucketNotFound, StorageUnavailable
-from storage_core.models import Bucket, File, Object, StorageLocation, utcnow
+from storage_core.models import Bucket, File, Object, Purpose, StorageLocation, utcnow
 from storage_core.names import validate_key
 from storage_core.services.buckets import get_bucket
 from storage_core.services.content import ContentBusy, ContentStore, PendingWrite
@@ -49,11 +49,13 @@ class StoredObject:
 
 
 def target_locations(session: Session, bucket: Bucket) -> list[StorageLocation]:
-    """The bucket's locations, or every enabled location when it names none."""
-    locations = [loc for loc in bucket.locations if loc.enabled]
+    """The bucket's locations, or every enabled location when it names none; never a cache location (it
+    holds restored copies of nearline files only)."""
+    locations = [loc for loc in bucket.locations if loc.enabled and loc.purpose != Purpose.CACHE]
     if not bucket.locations:
-        locations = list(session.scalars(select(StorageLocation).where(StorageLocation.enabled.is_(True))
-                                         .order_by(StorageLocation.id)))
+        locations = list(session.scalars(select(StorageLocation).where(
+            StorageLocation.enabled.is_(True), StorageLocation.purpose != Purpose.CACHE)
+            .order_by(StorageLocation.id)))
     if not locations:
         raise StorageUnavailable(f"bucket {bucket.name!r} has no enabled storage location to write to")
     return locations
