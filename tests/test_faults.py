@@ -97,6 +97,10 @@ def test_300_downloads_on_two_downloader_instances_against_a_quota_for_exactly_1
     put(storage, "bucket", "small", data)
     servers = start_servers(settings, 2, workers=3, env={**DOWNLOADER, **SMALL_POOL})
     with running(servers):
+        # warm every worker of both instances (HEAD is free), so that neither starts the race late
+        with ThreadPoolExecutor(24) as pool:
+            list(pool.map(lambda i: requests.head(f"{servers[i % 2].url}/api/v1/buckets/bucket/objects/small",
+                                                  timeout=30), range(48)))
         barrier = threading.Barrier(total)
 
         def download(i: int) -> tuple[int, int, str | None]:
