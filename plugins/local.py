@@ -178,6 +178,22 @@ class LocalLocation(LocationPlugin):
         except OSError as exc:
             raise StorageUnavailable(f"local location {self.root}: delete failed: {exc}") from exc
 
+    can_move_pieces = True
+
+    def move_piece(self, checksum: str, index: int, new_checksum: str, new_index: int) -> None:
+        source, target = self._piece_path(checksum, index), self._piece_path(new_checksum, new_index)
+        try:
+            if not target.parent.is_dir():
+                os.makedirs(target.parent, exist_ok=True)
+                self._fsync_new_dirs(target.parent)
+            os.replace(source, target)
+            if self.fsync:
+                self._fsync_dir(target.parent)
+        except FileNotFoundError:
+            raise PieceMissing(f"piece {checksum}.{index} not found on {self.root}") from None
+        except OSError as exc:
+            raise StorageUnavailable(f"local location {self.root}: move failed: {exc}") from exc
+
     def piece_exists(self, checksum: str, index: int) -> bool:
         path = self._piece_path(checksum, index)
         try:

@@ -23,6 +23,7 @@ import certifi
 import urllib3
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.datatypes import Object
 from minio.error import InvalidResponseError, MinioException, S3Error
 from minio.helpers import MAX_MULTIPART_COUNT, MIN_PART_SIZE, check_bucket_name
@@ -282,6 +283,16 @@ class S3Location(LocationPlugin):
                 self._client().remove_object(self.bucket, name)
         except PieceMissing:
             pass
+
+    can_move_pieces = True
+
+    def move_piece(self, checksum: str, index: int, new_checksum: str, new_index: int) -> None:
+        source, target = self._object_name(checksum, index), self._object_name(new_checksum, new_index)
+        client = self._client()
+        # a server-side copy (pieces are at most 5 GiB, CopyObject's limit), then the old name goes
+        with self._sdk_errors(f"move {source}"):
+            client.copy_object(self.bucket, target, CopySource(self.bucket, source))
+        self.delete_piece(checksum, index)
 
     def piece_exists(self, checksum: str, index: int) -> bool:
         name = self._object_name(checksum, index)

@@ -20,6 +20,7 @@ from storage_core.services.gc import GarbageCollector
 from storage_core.services.health import HealthService
 from storage_core.services.limits import DownloadLimits
 from storage_core.services.locations import LocationService
+from storage_core.services.multipart import MultipartService
 from storage_core.services.objects import ObjectService
 from storage_core.services.permissions import PermissionService
 from storage_core.services.quota import QuotaService
@@ -75,10 +76,13 @@ class Container(containers.DeclarativeContainer):
     bucket_service = providers.Singleton(BucketService, session_factory, settings, clock)
     object_service = providers.Singleton(ObjectService, session_factory, content_store)
     upload_service = providers.Singleton(UploadService, session_factory, settings, content_store)
+    multipart_service = providers.Singleton(MultipartService, session_factory, settings, content_store, plugin_cache,
+                                            upload_service)
     file_service = providers.Singleton(FileService, session_factory, content_store)
     scrubber = providers.Singleton(Scrubber, session_factory, plugin_cache)
     garbage_collector = providers.Singleton(GarbageCollector, session_factory, content_store, plugin_cache,
-                                            settings.provided.spool_dir, download_limits, restore_cache, event_outbox)
+                                            settings.provided.spool_dir, download_limits, restore_cache, event_outbox,
+                                            multipart_service, settings.provided.upload_expiry_hours)
     restore_worker = providers.Singleton(RestoreWorker, session_factory, plugin_cache, restore_cache, event_outbox,
                                          settings, clock)
 

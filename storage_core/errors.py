@@ -28,6 +28,19 @@ class BadDigest(StorageError):
     status, code, title = 400, "BadDigest", "Content digest mismatch"
 
 
+# What a multipart Complete finds wrong with the part list (S3's codes; the native API shows the same code)
+class InvalidPart(StorageError):
+    status, code, title = 400, "InvalidPart", "Part not found or ETag mismatch"
+
+
+class InvalidPartOrder(StorageError):
+    status, code, title = 400, "InvalidPartOrder", "Parts not in ascending order"
+
+
+class EntityTooSmall(StorageError):
+    status, code, title = 400, "EntityTooSmall", "Part smaller than the minimum part size"
+
+
 class Unauthorized(StorageError):
     status, code, title = 401, "Unauthorized", "Authentication required"
 

@@ -193,6 +193,17 @@ class Object(Base):
     # it replaced an object of the same key created within the same second: its Last-Modified (whole
     # seconds) is then a weak validator, which If-Range must not trust (RFC 9110 8.8.2.2)
     last_modified_weak: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # S3's entity tag: the md5 hex of the content for a single PUT, md5-of-part-md5s "-N" for a multipart
+    # upload (None for objects stored before migration 0006: the file's md5 then)
+    s3_etag: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    # representation headers given at upload and returned on download (None: not given)
+    content_encoding: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    content_disposition: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    cache_control: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # x-amz-meta-* (names in lower case, without the prefix) -> value
+    user_metadata: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    # whole-object checksums the client sent and the service verified (crc32, ...) -> base64
+    checksums: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
     bucket: Mapped[Bucket] = relationship(lazy="raise")
     file: Mapped[File] = relationship(lazy="raise")
@@ -360,3 +371,67 @@ class Event(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+class UploadState:
+    OPEN = "open"  # parts may be added
+    COMPLETING = "completing"  # Complete is assembling the object; no part may change
+
+
+class MultipartUpload(Base):
+    """A multipart upload in progress (S3's and the native API's alike, ``services/multipart.py``)."""
+
+    __tablename__ = "multipart_uploads"
+    __table_args__ = (Index("ix_multipart_uploads_bucket_key", "bucket_id", "key", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(1024))
+    initiator: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default=UploadState.OPEN)
+    # what the object will carry: content_type, content_encoding, content_disposition, cache_control,
+    # user_metadata (the fields of services.uploads.ObjectMetadata)
+    object_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # the last part stored (or the start of Complete): gc removes uploads idle for STORAGE_UPLOAD_EXPIRY_HOURS
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PartState:
+    PENDING = "pending"  # its pieces are being written (the row exists first, so gc never takes them for orphans)
+    STORED = "stored"  # the current part of its number
+
+
+class UploadPart(Base):
+    """One part of a multipart upload: its pieces are stored under ``piece_name`` until Complete renames them."""
+
+    __tablename__ = "upload_parts"
+    __table_args__ = (Index("ix_upload_parts_upload_number", "upload_id", "part_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("multipart_uploads.id", ondelete="CASCADE"))
+    part_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=PartState.PENDING)
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    # a random 64-hex name: the part's pieces are (piece_name, 0..n-1) on each location of location_ids
+    piece_name: Mapped[str] = mapped_column(String(64), unique=True)
+    piece_size: Mapped[int] = mapped_column(BigInteger)
+    block_size: Mapped[int] = mapped_column(Integer)
+    block_hash: Mapped[str] = mapped_column(String(16))
+    block_digests: Mapped[bytes] = mapped_column(LargeBinary)
+    checksums: Mapped[dict[str, str]] = mapped_column(JSON)
+    location_ids: Mapped[list[int]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AccessKey(Base):
+    """An S3 access key: the account and roles it acts as; its secret sealed (``storage_core.s3.keys``)."""
+
+    __tablename__ = "access_keys"
+    __table_args__ = (Index("ix_access_keys_account", "account"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the access key id
+    account: Mapped[str] = mapped_column(String(255))
+    roles: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sealed_secret: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -119,6 +119,14 @@ class LocationPlugin(abc.ABC):
     def health(self) -> None:
         """Raise ``StorageUnavailable`` when the location cannot serve."""
 
+    #: whether ``move_piece`` renames a piece where it lies (no bytes through the service); callers that
+    #: need a piece under another name copy it themselves when this is False
+    can_move_pieces: ClassVar[bool] = False
+
+    def move_piece(self, checksum: str, index: int, new_checksum: str, new_index: int) -> None:
+        """Give a stored piece another address (multipart Complete: a part's pieces become the file's)."""
+        raise NotImplementedError(f"{self.name} cannot move pieces")
+
     def list_pieces(self) -> Iterator[tuple[str, int]]:
         """Yield ``(checksum, index)`` of every piece stored here (for garbage collection)."""
         raise NotImplementedError(f"{self.name} cannot list pieces")

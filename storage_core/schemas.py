@@ -302,3 +302,58 @@ class ProblemSchema(Schema):
     status = fields.Integer()
     detail = fields.String()
     code = fields.String()
+
+
+# ---- multipart uploads -------------------------------------------------------------------------
+
+class UploadCreateSchema(StrictSchema):
+    key = fields.String(required=True, validate=domain(names.validate_key))
+    content_type = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
+
+
+class UploadPartSchema(Schema):
+    part_number = fields.Integer()
+    size = fields.Integer()
+    etag = fields.String(metadata={"description": "quoted md5 of the part, as S3's part ETag"})
+    last_modified = fields.DateTime()
+
+
+class UploadSchema(Schema):
+    upload_id = fields.String()
+    bucket = fields.String()
+    key = fields.String()
+    initiator = fields.String()
+    created_at = fields.DateTime()
+    parts = fields.List(fields.Nested(UploadPartSchema))
+
+
+class CompletePartSchema(StrictSchema):
+    part_number = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=10000))
+    etag = fields.String(required=True, validate=validate.Length(min=1, max=100))
+
+
+class CompleteUploadSchema(StrictSchema):
+    parts = fields.List(fields.Nested(CompletePartSchema), required=True,
+                        validate=validate.Length(min=1, max=10000))
+
+
+# ---- S3 access keys ----------------------------------------------------------------------------
+
+class AccessKeyCreateSchema(StrictSchema):
+    account = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=255))
+    roles = fields.List(fields.String(validate=validate.Length(min=1, max=64)), load_default=None, allow_none=True,
+                        validate=validate.Length(max=32))
+    description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
+
+
+class AccessKeySchema(Schema):
+    access_key_id = fields.String()
+    secret_access_key = fields.String(metadata={"description": "only in the answer to POST: shown once"})
+    account = fields.String()
+    roles = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class AccessKeyListSchema(Schema):
+    access_keys = fields.List(fields.Nested(AccessKeySchema))

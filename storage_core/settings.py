@@ -68,6 +68,8 @@ def _bool(raw: str) -> bool:
 
 
 def _bind(raw: str) -> str:
+    if not raw.strip():
+        return ""
     host, sep, port = raw.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected host:port, got {raw!r}")
@@ -158,6 +160,23 @@ class Settings:
         "STORAGE_UPLOAD_WAIT_SECONDS", _int(0), 120,
         "How long an upload waits for another upload of the same content to finish writing it before "
         "answering 409.")
+    s3_bind: str = _setting(
+        "STORAGE_S3_BIND", _bind, "",
+        "Second address (host:port) on which the same processes serve the S3 API (empty: no S3 listener).")
+    s3_domain: str = _setting(
+        "STORAGE_S3_DOMAIN", _text, "",
+        "Domain of virtual-host-style S3 addressing: `<bucket>.<domain>` names a bucket (empty: path style only).")
+    s3_region: str = _setting("STORAGE_S3_REGION", _text, "us-east-1", "The region S3 clients sign for.")
+    s3_sealing_key: str = _setting(
+        "STORAGE_S3_SEALING_KEY", _text, "",
+        "High-entropy secret whose HKDF derivative seals S3 access-key secrets at rest (default: derived from "
+        "STORAGE_JWT_SECRET). Downloaders that verify S3 signatures without the JWT secret need it.")
+    s3_sealing_previous: str = _setting(
+        "STORAGE_S3_SEALING_PREVIOUS", _text, "",
+        "Comma-separated former sealing secrets: secrets sealed under them still open (key rotation).")
+    upload_expiry_hours: int = _setting(
+        "STORAGE_UPLOAD_EXPIRY_HOURS", _int(1), 24,
+        "Hours a multipart upload may stay idle before `storage-admin gc` removes it and its parts.")
     max_upload_size: int = _setting(
         "STORAGE_MAX_UPLOAD_SIZE", _int(0), 5 * 1024 * GiB, "Largest accepted object, bytes (0: no limit).")
     restore_on_read: bool = _setting(

@@ -3,7 +3,7 @@
 Each storage-only blueprint is tagged ``@profile("storage")``; untagged ones run under every profile.
 """
 
-from storage_core.blueprints import accounts, buckets, downloads, files, health, locations, objects, quota
+from storage_core.blueprints import accounts, buckets, downloads, files, health, locations, objects, quota, uploads
 
 ALL_BLUEPRINTS = [
     health.blp,
@@ -14,4 +14,5 @@ ALL_BLUEPRINTS = [
     objects.blp,
     files.blp,
     accounts.blp,
+    uploads.blp,
 ]

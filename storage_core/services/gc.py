@@ -4,9 +4,9 @@ the restore cache's leftovers (expired cached copies, leases of dead downloads, 
 The pending copy that reserves cache room for a restore job stays pending for as long as the restore takes
 (hours on Glacier): it is the job's, not an abandoned upload, while the job is queued or running.
 
-Safe while uploads run: an upload commits its pending copy row *before* writing any piece, so listing
-a location's pieces first and reading the copy rows afterwards can never take a piece of a running
-upload for an orphan.
+Safe while uploads run: an upload commits its pending copy row (a multipart part its pending part row)
+*before* writing any piece, so listing a location's pieces first and reading the rows afterwards can
+never take a piece of a running upload for an orphan.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from storage_core.services.cache import RestoreCache
 from storage_core.services.content import ContentStore, PendingWrite
 from storage_core.services.events import EventOutbox
 from storage_core.services.limits import DownloadLimits
+from storage_core.services.multipart import MultipartService
 from storage_core.services.sources import PluginCache
 
 # finished restore jobs and delivered events are kept this long (restore list, debugging a receiver)
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 class GarbageCollector:
     def __init__(self, session_factory: sessionmaker[Session], content: ContentStore,
                  plugins: PluginCache, spool_dir: Path, limits: DownloadLimits | None = None,
-                 cache: RestoreCache | None = None, events: EventOutbox | None = None):
+                 cache: RestoreCache | None = None, events: EventOutbox | None = None,
+                 multipart: MultipartService | None = None, upload_expiry_hours: int = 24):
         self.session_factory = session_factory
         self.content = content
         self.plugins = plugins
@@ -47,6 +49,8 @@ class GarbageCollector:
         self.limits = limits
         self.cache = cache
         self.events = events
+        self.multipart = multipart
+        self.upload_expiry_seconds = upload_expiry_hours * 3600
 
     def collect(self, pending_grace_seconds: int = 3600, dry_run: bool = False) -> dict[str, Any]:
         report: dict[str, Any] = {"abandoned_copies": 0, "files_released": 0, "orphan_pieces": 0,
@@ -63,6 +67,10 @@ class GarbageCollector:
                     report["spool_files"] += 1
                     if not dry_run:
                         path.unlink(missing_ok=True)
+        if self.multipart is not None:
+            # uploads idle past their expiry and parts whose writer died: before the pending copies, so
+            # a Complete that died leaves its half-moved content to the step below
+            report.update(self.multipart.collect(self.upload_expiry_seconds, pending_grace_seconds, dry_run))
         with transaction(self.session_factory) as session:
             stale = session.execute(
                 select(FileCopy, File.piece_count).join(File, File.checksum == FileCopy.checksum)
@@ -110,8 +118,9 @@ class GarbageCollector:
                     select(FileCopy.checksum, File.piece_count).join(File, File.checksum == FileCopy.checksum)
                     .where(FileCopy.location_id == location.id)
                 ).all())
+            parts = self.multipart.piece_names() if self.multipart is not None else set()
             for checksum, index in listed:
-                if checksum in known and index < known[checksum]:
+                if (checksum in known and index < known[checksum]) or checksum in parts:
                     continue
                 report["orphan_pieces"] += 1
                 if not dry_run:

@@ -9,6 +9,7 @@ trip costs the worker more CPU than the query costs PostgreSQL).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,12 @@ class Target:
     nearline: list[Source] = field(default_factory=list)
     # when each cached copy among ``sources`` expires, by copy id
     cache_expiry: dict[int, dt.datetime] = field(default_factory=dict)
+    s3_etag: str = ""  # S3's entity tag, unquoted (the md5 for objects stored before it was recorded)
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    cache_control: str | None = None
+    user_metadata: dict[str, str] | None = None
+    checksums: dict[str, str] | None = None
 
     @property
     def nearline_only(self) -> bool:
@@ -94,6 +101,8 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
     o, b, f, c, loc, lim, rev, dmg = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation,
                                                            AccountLimit, PresignRevocation, DamagedPiece))
     columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at, o.c.last_modified_weak,
+               o.c.s3_etag, o.c.content_encoding, o.c.content_disposition, o.c.cache_control, o.c.user_metadata,
+               o.c.checksums,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
                f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash, f.c.md5,
                c.c.id.label("copy_id"), c.c.expires_at.label("copy_expires_at"), loc.c.id.label("location_id"),
@@ -138,6 +147,11 @@ BY_CHECKSUM_IN_BUCKET = PreparedQuery("resolve_by_checksum_in_bucket", _resolve_
 
 def _facts(row: Any) -> BucketFacts:
     return BucketFacts(row.bucket_id, row.bucket, row.owner, row.visibility)
+def _json(value: Any) -> Any:
+    """A JSON column of a prepared statement's row: decoded by the driver on PostgreSQL, text elsewhere."""
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
 
 
 class Resolver:
@@ -196,7 +210,11 @@ class Resolver:
                       first.content_type, as_utc(first.created_at), not first.last_modified_weak, first.md5,
                       FileLayout.of(first), sources,
                       limited=first.limited is not None, nearline=nearline_sources,
-                      cache_expiry={s.copy_id: expiry[s.copy_id] for s in sources if s.copy_id in expiry})
+                      cache_expiry={s.copy_id: expiry[s.copy_id] for s in sources if s.copy_id in expiry},
+                      s3_etag=first.s3_etag or first.md5,
+                      content_encoding=first.content_encoding, content_disposition=first.content_disposition,
+                      cache_control=first.cache_control, user_metadata=_json(first.user_metadata),
+                      checksums=_json(first.checksums))
 
     def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:
         rows = self._rows_by_key(bucket, key, principal.account)
