@@ -81,6 +81,22 @@ def cmd_token_issue(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_access_key_create(container: Container, args: argparse.Namespace) -> int:
+    _print(container.access_key_service().create(DEVELOPMENT_ADMIN, args.account, args.role or [], args.description))
+    return 0
+
+
+def cmd_access_key_list(container: Container, args: argparse.Namespace) -> int:
+    _print(container.access_key_service().list(DEVELOPMENT_ADMIN, args.account))
+    return 0
+
+
+def cmd_access_key_delete(container: Container, args: argparse.Namespace) -> int:
+    container.access_key_service().delete(DEVELOPMENT_ADMIN, args.access_key_id)
+    print(f"deleted access key {args.access_key_id}")
+    return 0
+
+
 def cmd_account_limit(container: Container, args: argparse.Namespace) -> int:
     _print(container.download_limits().set_limits(args.account, args.concurrent, args.monthly))
     return 0
@@ -194,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
     issue.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     issue.set_defaults(func=cmd_token_issue)
+
+    keys = sub.add_parser("access-key", help="S3 access keys").add_subparsers(dest="sub", required=True)
+    kcreate = keys.add_parser("create", help="create a key; prints its secret, shown this once")
+    kcreate.add_argument("--account", required=True)
+    kcreate.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
+    kcreate.add_argument("--description")
+    kcreate.set_defaults(func=cmd_access_key_create)
+    klist = keys.add_parser("list", help="list keys (without secrets)")
+    klist.add_argument("--account", help="only this account's keys")
+    klist.set_defaults(func=cmd_access_key_list)
+    kdelete = keys.add_parser("delete", help="delete a key (refused at once by every instance)")
+    kdelete.add_argument("access_key_id")
+    kdelete.set_defaults(func=cmd_access_key_delete)
 
     account = sub.add_parser("account", help="account download limits").add_subparsers(dest="sub", required=True)
     limit = account.add_parser("limit", help="set limits (omit both to remove them)")

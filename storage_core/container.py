@@ -10,6 +10,7 @@ from profiles import is_active
 from storage_core.auth import AccessPolicy, Authenticator
 from storage_core.db import make_engine, make_session_factory
 from storage_core.plugin import PluginRegistry
+from storage_core.services.access_keys import AccessKeyService
 from storage_core.services.buckets import BucketService
 from storage_core.services.cache import RestoreCache
 from storage_core.services.content import ContentStore
@@ -47,6 +48,7 @@ class Container(containers.DeclarativeContainer):
 
     authenticator = providers.Singleton(Authenticator, settings)
     access_policy = providers.Singleton(AccessPolicy)
+    access_key_service = providers.Singleton(AccessKeyService, session_factory, autocommit_engine, settings)
     permission_service = providers.Singleton(PermissionService, session_factory, access_policy, authenticator, clock)
 
     plugin_registry = providers.Singleton(PluginRegistry.from_entry_points)

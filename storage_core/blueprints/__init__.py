@@ -3,7 +3,18 @@
 Each storage-only blueprint is tagged ``@profile("storage")``; untagged ones run under every profile.
 """
 
-from storage_core.blueprints import accounts, buckets, downloads, files, health, locations, objects, quota, uploads
+from storage_core.blueprints import (
+    access_keys,
+    accounts,
+    buckets,
+    downloads,
+    files,
+    health,
+    locations,
+    objects,
+    quota,
+    uploads,
+)
 
 ALL_BLUEPRINTS = [
     health.blp,
@@ -15,4 +26,5 @@ ALL_BLUEPRINTS = [
     files.blp,
     accounts.blp,
     uploads.blp,
+    access_keys.blp,
 ]
