@@ -95,3 +95,46 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
 
     log.info("app ready with profiles %s", ", ".join(sorted(active)))
     return app
+
+
+class Listeners:
+    """The WSGI app of a process with two listeners: requests that arrived on the S3 listener's socket go
+    to the S3 door, all others to the native app. The socket decides, never a header a client controls."""
+
+    def __init__(self, native: Any, s3: Any, s3_bind: str, native_bind: str):
+        self.native = native
+        self.s3 = s3
+        host, _, port = s3_bind.rpartition(":")
+        self._port = int(port)
+        # with both listeners on one port (different addresses), the address must tell them apart
+        self._host = host.strip("[]") if native_bind.rpartition(":")[2] == port else None
+
+    def is_s3(self, environ: dict[str, Any]) -> bool:
+        sock = environ.get("gunicorn.socket")
+        if sock is None:
+            return False
+        try:
+            local = sock.getsockname()
+        except OSError:
+            return False
+        if not isinstance(local, tuple):
+            return False
+        return local[1] == self._port and (self._host is None or local[0] == self._host)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return (self.s3 if self.is_s3(environ) else self.native)(environ, start_response)
+
+
+def create_wsgi(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: Settings | None = None) -> Any:
+    """The WSGI app of the service processes: the native app, and the S3 door when STORAGE_S3_BIND is set."""
+    settings = settings or Settings.from_env()
+    app = create_app(default_profiles, settings)
+    if not settings.s3_bind:
+        return app
+    from storage_core.s3.door import create_s3_app
+    from storage_core.services.access_keys import require_sealing
+
+    require_sealing(settings)
+    s3 = create_s3_app(app.extensions["container"], app.extensions["profiles"])
+    log.info("S3 API on %s (region %s)", settings.s3_bind, settings.s3_region)
+    return Listeners(app, s3, settings.s3_bind, settings.bind)

@@ -34,7 +34,8 @@ class GunicornLogger(glogging.Logger):
 def gunicorn_options(settings: Settings) -> dict[str, object]:
     """The gunicorn settings of both bootstraps, every figure from ``Settings``."""
     return {
-        "bind": settings.bind,
+        # the S3 API listens on a second address served by the same workers (storage_core.app.Listeners)
+        "bind": [settings.bind, settings.s3_bind] if settings.s3_bind else settings.bind,
         "workers": settings.workers,
         "worker_class": "gevent",
         "worker_connections": settings.worker_connections,

@@ -138,6 +138,26 @@ class _Part:
                    row.block_hash, bytes(row.block_digests), tuple(row.location_ids))
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A Complete whose part list holds: ``run()`` assembles the object (once)."""
+
+    service: MultipartService
+    bucket_id: int
+    bucket: str
+    key: str
+    upload_id: str
+    parts: list[_Part]
+    metadata: ObjectMetadata
+
+    @property
+    def s3_etag(self) -> str:
+        return multipart_etag([p.md5 for p in self.parts])
+
+    def run(self) -> StoredObject:
+        return self.service._run_completion(self)
+
+
 def multipart_etag(md5s: list[str]) -> str:
     """S3's ETag of a multipart object: the md5 of the parts' binary md5s, then ``-`` and the part count."""
     return hashlib.md5(b"".join(bytes.fromhex(m) for m in md5s), usedforsecurity=False).hexdigest() + f"-{len(md5s)}"
@@ -349,6 +369,13 @@ class MultipartService:
 
     def complete(self, bucket_name: str, upload_id: str, requested: list[RequestedPart]) -> StoredObject:
         """Assemble the object from the listed parts; it appears atomically. The upload is gone afterwards."""
+        return self.begin_complete(bucket_name, upload_id, requested).run()
+
+    def begin_complete(self, bucket_name: str, upload_id: str, requested: list[RequestedPart]) -> Completion:
+        """Check the part list and take the upload (no part may change any more); ``run()`` assembles.
+
+        The two steps let a door answer a wrong part list at once and stream the slow assembly (S3 sends
+        whitespace to keep the connection alive meanwhile)."""
         with transaction(self.session_factory) as session:
             upload = self._upload(session, bucket_name, upload_id, lock=True)
             if upload.state != UploadState.OPEN:
@@ -357,17 +384,20 @@ class MultipartService:
             parts = self._check_part_list(requested, stored)
             upload.state = UploadState.COMPLETING
             upload.updated_at = utcnow()
-            bucket_id, key = upload.bucket_id, upload.key
-            metadata = ObjectMetadata.from_json(upload.object_metadata)
+            return Completion(self, upload.bucket_id, bucket_name, upload.key, upload_id, parts,
+                              ObjectMetadata.from_json(upload.object_metadata))
+
+    def _run_completion(self, completion: Completion) -> StoredObject:
         try:
-            result, leftovers = self._assemble(bucket_id, bucket_name, key, upload_id, parts, metadata)
+            result, leftovers = self._assemble(completion.bucket_id, completion.bucket, completion.key,
+                                               completion.upload_id, completion.parts, completion.metadata)
         except BaseException:
             try:
                 with transaction(self.session_factory) as session:
-                    session.execute(update(MultipartUpload).where(MultipartUpload.id == upload_id)
+                    session.execute(update(MultipartUpload).where(MultipartUpload.id == completion.upload_id)
                                     .values(state=UploadState.OPEN, updated_at=utcnow()))
             except Exception:
-                log.exception("could not reopen multipart upload %s after a failed Complete", upload_id)
+                log.exception("could not reopen multipart upload %s after a failed Complete", completion.upload_id)
             raise
         self._remove_pieces(leftovers)
         return result

@@ -51,9 +51,12 @@ class GunicornServer:
     """
 
     def __init__(self, settings: Settings, workers: int = 3, extra_env: dict[str, str] | None = None,
-                 bootstrap: str | None = None):
+                 bootstrap: str | None = None, s3: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # s3: the same processes also serve the S3 API on a second listener (STORAGE_S3_BIND)
+        self.s3_port = free_port() if s3 else None
+        self.s3_url = f"http://127.0.0.1:{self.s3_port}" if s3 else None
         bootstrap = bootstrap or ("bootstrap_storage" if profiles.STORAGE in ACTIVE else "bootstrap_downloader")
         auth = ({"STORAGE_AUTH_DISABLED": "1"} if settings.auth_disabled
                 else {"STORAGE_JWT_SECRET": settings.jwt_secret})
@@ -61,7 +64,8 @@ class GunicornServer:
                "STORAGE_BIND": f"127.0.0.1:{self.port}", "STORAGE_WORKERS": str(workers),
                "STORAGE_LOG_LEVEL": "WARNING", **auth,
                # several servers share the machine's PostgreSQL (max_connections 100) in one test
-               "STORAGE_DB_POOL_SIZE": "4", **(extra_env or {})}
+               "STORAGE_DB_POOL_SIZE": "4",
+               **({"STORAGE_S3_BIND": f"127.0.0.1:{self.s3_port}"} if s3 else {}), **(extra_env or {})}
         self.admin = AuthActions(settings).headers("admin", ["admin"]) if not settings.auth_disabled else {}
         self.log = Path(settings.data_dir).parent / f"gunicorn-{self.port}.log"
         self.log_file = self.log.open("wb")
