@@ -10,7 +10,7 @@ DOWNLOADER_S3_BIND ?= 127.0.0.1:9001
 
 export STORAGE_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install run run-downloader test test-storage test-downloader lint bench clean
+.PHONY: install run run-downloader test test-storage test-downloader lint bench bench-s3 clean
 
 install: $(STAMP)
 
@@ -76,6 +76,11 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# the S3 API's figures alone (issue 11): GetObject vs the native path, signed vs anonymous, multipart upload
+bench-s3: install
+	$(BIN)/python -m bench.run --only throughput:s3-small,s3-big,s3-signed $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --only s3-upload $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -211,14 +211,18 @@ class ManagedProcess:
 class Service(ManagedProcess):
     """One gunicorn service process (master + ``STORAGE_WORKERS=workers`` gevent workers, default 1) on a free port."""
 
-    def __init__(self, workspace: Workspace, kind: str, env: dict[str, str], log_path: Path, workers: int = 1):
+    def __init__(self, workspace: Workspace, kind: str, env: dict[str, str], log_path: Path, workers: int = 1,
+                 s3: bool = False):
         if kind not in SERVICES:
             raise ValueError(f"unknown service {kind!r}; expected one of {sorted(SERVICES)}")
         self.workspace = workspace
         self.kind = kind
         self.port = free_port()
         self.workers = workers
-        self.env = {**env, "STORAGE_BIND": f"127.0.0.1:{self.port}", "STORAGE_WORKERS": str(workers)}
+        # s3: the same workers also serve the S3 API on a second port (STORAGE_S3_BIND)
+        self.s3_port = free_port() if s3 else None
+        self.env = {**env, "STORAGE_BIND": f"127.0.0.1:{self.port}", "STORAGE_WORKERS": str(workers),
+                    **({"STORAGE_S3_BIND": f"127.0.0.1:{self.s3_port}"} if s3 else {})}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._worker: int | None = None
@@ -229,6 +233,11 @@ class Service(ManagedProcess):
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def s3_url(self, path: str) -> str:
+        if self.s3_port is None:
+            raise BenchError(f"{self.kind}-service was started without an S3 listener")
+        return f"http://127.0.0.1:{self.s3_port}{path}"
 
     def start(self, timeout: float = 60) -> Service:
         with open(self.log_path, "ab") as log:
@@ -345,7 +354,9 @@ class Workspace:
             self.env = {**base,
                         "STORAGE_DATABASE_URL": self.database.url,
                         "STORAGE_DATA_DIR": str(self.root / "var"),
-                        "STORAGE_AUTH_DISABLED": "1"}
+                        "STORAGE_AUTH_DISABLED": "1",
+                        # one sealing secret for storage-admin and every service: S3 access keys open everywhere
+                        "STORAGE_S3_SEALING_KEY": secrets.token_hex(32)}
             self.admin("db", "upgrade")
             self.admin("location", "add", LOCATION, "--plugin", "local",
                        "--config", json.dumps({"root": str(self.root / LOCATION)}))
@@ -376,9 +387,14 @@ class Workspace:
             raise BenchError(f"storage-admin {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done.stdout
 
-    def service(self, kind: str = "storage", workers: int = 1, **env: str) -> Service:
+    def service(self, kind: str = "storage", workers: int = 1, s3: bool = False, **env: str) -> Service:
         """A (not yet started) service; use ``with workspace.service() as svc:``."""
-        return Service(self, kind, {**self.env, **env}, self.log_path(f"{kind}-service"), workers)
+        return Service(self, kind, {**self.env, **env}, self.log_path(f"{kind}-service"), workers, s3)
+
+    def access_key(self) -> tuple[str, str]:
+        """(access key id, secret) of a new S3 access key of the admin account."""
+        made = json.loads(self.admin("access-key", "create", "--account", "admin", "--role", "admin"))
+        return made["access_key_id"], made["secret_access_key"]
 
     def log_path(self, name: str) -> Path:
         """A new numbered log file in the log directory, for one process."""

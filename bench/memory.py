@@ -23,6 +23,7 @@ import requests
 from bench.harness import BUCKET, BenchError, Memory, MiB, Service, Workspace, fmt_mib
 
 UPLOAD_TARGET = 100 * MiB
+S3_UPLOAD_RATIO = 0.8  # issue 11: a boto3 multipart upload at >= 0.8 of a single native PUT of the same bytes
 DOWNLOAD_TARGET = 64 * MiB
 BIG_KEY = "big"
 WARMUP_KEY = "warmup"
@@ -132,6 +133,38 @@ class MemoryBenchmark:
             after = service.memory()
         return _result("upload", service, self.size, self.size, elapsed, before, after, UPLOAD_TARGET)
 
+    def measure_s3_upload(self) -> dict[str, Any]:
+        """The same number of bytes through boto3's upload_file (multipart: 8 MiB parts, its default 10 threads)
+        to the S3 listener of a fresh storage service; checked against the file's sha256."""
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+
+        path = self.workspace.root / "s3-upload.bin"
+        digest = hashlib.sha256()
+        with path.open("wb") as out:
+            for chunk in GeneratedBody(self.size):
+                out.write(chunk)
+                digest.update(chunk)
+        try:
+            with self.workspace.service("storage", s3=True) as service:
+                key_id, secret = self.workspace.access_key()
+                self.warm_up(service)
+                client = boto3.client("s3", endpoint_url=service.s3_url(""), region_name="us-east-1",
+                                      aws_access_key_id=key_id, aws_secret_access_key=secret)
+                before = service.memory()
+                start = time.monotonic()
+                client.upload_file(str(path), BUCKET, "s3-big", Config=TransferConfig(multipart_chunksize=8 * MiB))
+                elapsed = time.monotonic() - start
+                after = service.memory()
+                listed = requests.get(service.url(f"/api/v1/buckets/{BUCKET}/objects?prefix=s3-big"),
+                                      timeout=TIMEOUT)
+                objects = service.expect(listed, 200).json()["objects"]
+        finally:
+            path.unlink(missing_ok=True)
+        if [o["checksum"] for o in objects] != [digest.hexdigest()]:
+            raise BenchError(f"s3 multipart upload: the service recorded {objects}, the file is {digest.hexdigest()}")
+        return _result("s3-upload", service, self.size, self.size, elapsed, before, after, UPLOAD_TARGET)
+
     def ensure_big_object(self) -> dict[str, Any]:
         """The big object's JSON; uploaded here, unmeasured, when the upload measurement did not run."""
         if self.big_object is None:
@@ -162,8 +195,16 @@ class MemoryBenchmark:
             download_profile: str = "storage") -> list[dict[str, Any]]:
         """The measurements (``only``: ``upload`` or ``download``), in order; their results."""
         results = []
-        if only in (None, "upload"):
+        if only in (None, "upload", "s3-upload"):
             results.append(self.measure_upload())
+        if only in (None, "s3-upload"):
+            native, s3 = results[-1], self.measure_s3_upload()
+            ratio = native["elapsed_s"] / s3["elapsed_s"] if s3["elapsed_s"] else 0.0
+            s3["ok"] = s3["ok"] and ratio >= S3_UPLOAD_RATIO
+            s3["name"] = f"s3-upload ({ratio:.2f} x native PUT, target >= {S3_UPLOAD_RATIO})"
+            print(f"s3 multipart upload: {ratio:.3f} of the native PUT's speed (target >= {S3_UPLOAD_RATIO}): "
+                  f"{'OK' if ratio >= S3_UPLOAD_RATIO else 'UNDER TARGET'}", flush=True)
+            results.append(s3)
         if only in (None, "download"):
             results.append(self.measure_download(1, download_profile))
             if parallel > 1:

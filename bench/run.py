@@ -3,7 +3,9 @@
 Two suites, both by default: ``throughput`` (wrk against the downloader service, nginx and a bare
 Flask app; installs nginx and wrk with apt-get when missing) and ``memory`` (worker growth during a
 big upload and big downloads). ``--only`` picks one suite (``throughput``, ``memory``) or one memory
-measurement (``upload``, ``download``); ``--only throughput:big,range`` picks throughput scenarios.
+measurement (``upload``, ``download``, ``s3-upload``); ``--only throughput:big,range`` picks throughput
+scenarios (``s3-small``, ``s3-big`` and ``s3-signed`` are the S3 API's; ``make bench-s3`` runs them and
+``s3-upload``).
 
 Each suite writes its own marked section of docs/benchmarks.md (``<!-- NAME:begin -->`` ...
 ``<!-- NAME:end -->``); the rest of the file is left as it is. Exit status: 0 when every target is
@@ -175,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", metavar="SUITE",
                         help="run only this: throughput (or throughput:big,small,range), memory, hashes, or one "
-                             "memory measurement: upload, download (default: everything)")
+                             "memory measurement: upload, download, s3-upload (with the native upload it is "
+                             "compared with) (default: everything)")
     parser.add_argument("--size-mib", type=int, default=1024,
                         help="memory: size of the big object (default 1024)")
     parser.add_argument("--parallel", type=int, default=8,
@@ -210,9 +213,10 @@ def parse_only(only: str | None) -> tuple[bool, str | None, tuple[str, ...]]:
             raise ValueError(f"unknown throughput scenario(s) {sorted(set(scenarios) - known)}; "
                              f"expected {sorted(known)}")
         return True, None, scenarios
-    if suite in ("memory", "upload", "download") and not names:
+    if suite in ("memory", "upload", "download", "s3-upload") and not names:
         return False, "all" if suite == "memory" else suite, ()
-    raise ValueError(f"--only {only}: expected throughput[:scenario,...], memory, hashes, upload or download")
+    raise ValueError(f"--only {only}: expected throughput[:scenario,...], memory, hashes, upload, download or "
+                     "s3-upload")
 
 
 def run_throughput(args: argparse.Namespace, argv: Sequence[str], scenarios: tuple[str, ...]) -> int:

@@ -340,6 +340,18 @@ def fmt_us(us: float) -> str:
     return f"{us / 1000:.2f} ms" if us < 1e6 else f"{us / 1e6:.2f} s"
 
 
+def sigv4_headers(url: str, access_key_id: str, secret: str) -> dict[str, str]:
+    """The headers of a GET of ``url`` signed with SigV4 by botocore, as an S3 SDK sends it (UNSIGNED-PAYLOAD
+    is what a GET declares too: it has no body)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="GET", url=url, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    S3SigV4Auth(Credentials(access_key_id, secret), "s3", "us-east-1").add_auth(request)
+    return {name: value for name, value in request.headers.items() if name.lower() != "host"}
+
+
 def write_object_file(path: Path, size: int) -> str:
     """``size`` random bytes (1 MiB blocks, each with its counter in the first 8 bytes) into ``path``; sha256."""
     digest = hashlib.sha256()
@@ -394,11 +406,21 @@ class Scenario:
     range_script: bool = False
 
 
+# the downloader's S3 listener (same processes): anonymous GetObject, and GetObject signed with SigV4
+S3 = "downloader-s3"
+S3_SIGNED = "downloader-s3-signed"
+
 SCENARIOS = (
     Scenario("big", "256 MiB object", BIG_KEY, 8, ("downloader", "nginx", NOVERIFY), "mib_per_s", 0.9),
     Scenario("small", "4 KiB object", SMALL_KEY, 64, ("downloader", "bare-flask", "nginx"), "req_per_s", 0.4),
     Scenario("range", "64 KiB ranges of the 256 MiB object", BIG_KEY, 16, ("downloader", "nginx", NOVERIFY),
              "req_per_s", None, range_script=True),
+    # issue 11: S3 GetObject (anonymous, public-read bucket, charged) at >= 0.9 of the native download path
+    Scenario("s3-small", "4 KiB object, S3 GetObject vs native", SMALL_KEY, 64, (S3, "downloader"), "req_per_s", 0.9),
+    Scenario("s3-big", "256 MiB object, S3 GetObject vs native", BIG_KEY, 8, (S3, "downloader"), "mib_per_s", 0.9),
+    # a signed GetObject's SigV4 check (and access-key lookup) costs at most 10 % more than an anonymous one
+    Scenario("s3-signed", "4 KiB object, signed vs anonymous S3 GetObject", SMALL_KEY, 64, (S3_SIGNED, S3),
+             "req_per_s", 0.9),
 )
 
 
@@ -422,6 +444,8 @@ class ThroughputBenchmark:
         self.checksums: dict[str, str] = {}
         self.sizes = {BIG_KEY: big_size, SMALL_KEY: SMALL_SIZE}
         self.urls: dict[str, dict[str, str]] = {}
+        # request headers per server (the signed S3 GET), made fresh before each wrk run
+        self.headers: dict[str, Callable[[str], dict[str, str]]] = {}
         self.downloader: Service | None = None
         self.servers: dict[str, Service | ChildProcess] = {}
         self.profiles: dict[str, list[tuple[str, int]]] = {}
@@ -474,13 +498,21 @@ class ThroughputBenchmark:
 
     def start_downloader(self, stack: contextlib.ExitStack, name: str = "downloader", **env: str) -> None:
         # PGAPPNAME (read by libpq) tells this instance's PostgreSQL backends from the other's
-        service = self.workspace.service("downloader", workers=self.workers, STORAGE_LOG_LEVEL="WARNING",
+        s3 = name == "downloader" and any(S3 in sc.servers or S3_SIGNED in sc.servers for sc in self.scenarios)
+        service = self.workspace.service("downloader", workers=self.workers, s3=s3, STORAGE_LOG_LEVEL="WARNING",
                                          PGAPPNAME=f"bench-{name}", **env)
         stack.enter_context(service)
         if name == "downloader":
             self.downloader = service
         self.servers[name] = service
         self.urls[name] = {key: service.url(f"/api/v1/buckets/{BUCKET}/objects/{key}") for key in self.sizes}
+        if s3:
+            # the S3 listener of the same processes: its CPU and PostgreSQL backends are the downloader's
+            key_id, secret = self.workspace.access_key()
+            for server in (S3, S3_SIGNED):
+                self.servers[server] = service
+                self.urls[server] = {key: service.s3_url(f"/{BUCKET}/{key}") for key in self.sizes}
+            self.headers[S3_SIGNED] = lambda url: sigv4_headers(url, key_id, secret)
 
     def sanity_check(self) -> None:
         """One request per endpoint: 200 with the whole object, 206 with the right 64 KiB."""
@@ -494,7 +526,8 @@ class ThroughputBenchmark:
             for key, url in urls.items():
                 digest = hashlib.sha256()
                 received = 0
-                with requests.get(url, stream=True, timeout=TIMEOUT) as response:
+                with requests.get(url, stream=True, timeout=TIMEOUT, headers=self.request_headers(server, url)) \
+                        as response:
                     if response.status_code != 200:
                         raise BenchError(f"GET {url} ({server}) answered {response.status_code}: "
                                          f"{response.text[:1000]}")
@@ -507,7 +540,8 @@ class ThroughputBenchmark:
                 if key == SMALL_KEY and received != len(small_bytes):
                     raise BenchError(f"GET {url} ({server}): wrong size")
                 if key == BIG_KEY:
-                    headers = {"Range": f"bytes={offset}-{offset + RANGE_SIZE - 1}"}
+                    headers = {"Range": f"bytes={offset}-{offset + RANGE_SIZE - 1}",
+                               **self.request_headers(server, url)}
                     response = requests.get(url, headers=headers, timeout=TIMEOUT)
                     if response.status_code != 206 or response.content != range_bytes:
                         raise BenchError(f"GET {url} ({server}) with {headers}: {response.status_code}, "
@@ -525,10 +559,18 @@ class ThroughputBenchmark:
         path.write_text(text)
         return path
 
+    def request_headers(self, server: str, url: str) -> dict[str, str]:
+        make = self.headers.get(server)
+        return make(url) if make is not None else {}
+
     def wrk(self, scenario: Scenario, server: str, duration: float) -> WrkResult:
         url = self.urls[server][scenario.key]
+        # a SigV4 signature holds for 15 minutes: every request of a run carries the same signed headers,
+        # and the server verifies each of them (signature and access-key lookup) as it would a fresh one
+        headers = [arg for name, value in self.request_headers(server, url).items()
+                   for arg in ("-H", f"{name}: {value}")]
         argv = [self.tools["wrk"], f"-t{self.threads}", f"-c{scenario.connections}", f"-d{duration}s",
-                "--timeout", "60s", "--latency", "-s", str(self.script(scenario)), url]
+                "--timeout", "60s", "--latency", *headers, "-s", str(self.script(scenario)), url]
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=duration + 120)
         output = done.stdout + done.stderr
         if done.returncode != 0:
@@ -542,11 +584,12 @@ class ThroughputBenchmark:
         pids = [process.process.pid, *process.worker_pids()]
         backends: list[int] = []
         if server.startswith("downloader"):
+            appname = "bench-downloader" if server in (S3, S3_SIGNED) else f"bench-{server}"
             conn = psycopg2.connect(self.workspace.database.url)
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND application_name = %s", (f"bench-{server}",))
+                                "AND application_name = %s", (appname,))
                     backends = [row[0] for row in cur.fetchall()]
             finally:
                 conn.close()

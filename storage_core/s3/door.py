@@ -27,7 +27,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.wrappers import Request, Response
 
 import profiles
-from storage_core.auth import ANONYMOUS_PRINCIPAL, Principal
+from storage_core.auth import ANONYMOUS_PRINCIPAL, DEVELOPMENT_ADMIN, Principal
 from storage_core.db import is_disconnect
 from storage_core.errors import StorageError
 from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
@@ -109,6 +109,8 @@ class S3Door:
         self.domain = settings.s3_domain.lower().strip(".")
         self.operations = {name: op for name, op in operations.items() if profiles.is_active(op, active)}
         self.keys = container.access_key_service()
+        # STORAGE_AUTH_DISABLED (development): unsigned requests act as admin, as on the native API
+        self.anonymous = DEVELOPMENT_ADMIN if container.authenticator().disabled else ANONYMOUS_PRINCIPAL
         self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # ---- WSGI ------------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class S3Door:
             return found.secret
 
         verified = verify(view, lookup=lookup, region=self.region, now=_utcnow())
-        principal = identity[0].principal if verified is not None and identity else ANONYMOUS_PRINCIPAL
+        principal = identity[0].principal if verified is not None and identity else self.anonymous
         return S3Call(request, view, bucket, key, query, principal, verified, request_id)
 
     def address(self, view: RequestView) -> tuple[str, str]:

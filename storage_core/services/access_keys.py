@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, String, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import ADMIN, Principal
-from storage_core.db import connection, transaction
+from storage_core.db import PreparedQuery, connection, transaction
 from storage_core.errors import ConfigurationError, Forbidden, NotFound, PresignUnavailable, Unauthorized
 from storage_core.models import AccessKey
 from storage_core.s3.keys import (
@@ -30,6 +32,7 @@ from storage_core.s3.keys import (
     new_access_key_id,
     new_secret,
 )
+from storage_core.services.combiner import Combiner
 from storage_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,11 +73,21 @@ def key_view(row: AccessKey, secret: str | None = None) -> dict[str, Any]:
     return view
 
 
+_keys = AccessKey.__table__
+_COLUMNS = (_keys.c.id, _keys.c.account, _keys.c.roles, _keys.c.sealed_secret)
+BY_ID = PreparedQuery("access_key_by_id", select(*_COLUMNS).where(_keys.c.id == bindparam("id")))
+# the lookups that arrive together in one worker share one round trip (PostgreSQL), as resolves do
+BY_IDS = PreparedQuery("access_keys_by_ids", select(*_COLUMNS).where(
+    _keys.c.id == func.any(bindparam("ids", type_=ARRAY(String)))))
+
+
 class AccessKeyService:
     def __init__(self, session_factory: sessionmaker[Session], autocommit_engine: Engine, settings: Settings):
         self.session_factory = session_factory
         self.engine = autocommit_engine
         self.box = secret_box(settings)
+        self._batched = autocommit_engine.dialect.name == "postgresql"
+        self._combiner: Combiner[Any] = Combiner(self._lookup_batch)
 
     def _require_box(self) -> SecretBox:
         if self.box is None:
@@ -124,10 +137,12 @@ class AccessKeyService:
         """The identity of an existing key, or None (unknown, deleted, or sealed under a key not held here)."""
         if self.box is None or not is_access_key_id(key_id):
             return None
-        table = AccessKey.__table__
-        with connection(self.engine) as conn:
-            row = conn.execute(select(table.c.account, table.c.roles, table.c.sealed_secret)
-                               .where(table.c.id == key_id)).first()
+        if self._batched:
+            row = self._combiner.submit(BY_IDS.name, key_id)
+        else:
+            with connection(self.engine) as conn:
+                rows = BY_ID.all(conn, id=key_id)
+            row = rows[0] if rows else None
         if row is None:
             return None
         try:
@@ -135,8 +150,15 @@ class AccessKeyService:
         except SealedSecretError as exc:
             log.warning("access key %s cannot be used: %s", key_id, exc)
             return None
-        roles = row.roles if isinstance(row.roles, list) else []
+        roles = json.loads(row.roles) if isinstance(row.roles, str) else row.roles
+        roles = roles if isinstance(roles, list) else []
         return KeyIdentity(key_id, secret, row.account, frozenset(str(r) for r in roles))
+
+
+    def _lookup_batch(self, _name: str, ids: list[str]) -> list[Any]:
+        with connection(self.engine) as conn:
+            rows = {row.id: row for row in BY_IDS.all(conn, ids=sorted(set(ids)))}
+        return [rows.get(key_id) for key_id in ids]
 
 
 def require_sealing(settings: Settings) -> None:
