@@ -68,6 +68,9 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     authenticated: bool = True
     presigned: PresignedRead | None = None
+    # the S3 access key a request was signed with, when its existence is to be checked by the resolving
+    # query itself (the S3 door's downloads: see services/resolve.py)
+    access_key: str | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -45,6 +45,12 @@ class Unauthorized(StorageError):
     status, code, title = 401, "Unauthorized", "Authentication required"
 
 
+class AccessKeyNotFound(Unauthorized):
+    """The S3 access key a request was signed with does not exist (any more)."""
+
+    status, code, title = 403, "InvalidAccessKeyId", "Unknown access key"
+
+
 class Forbidden(StorageError):
     status, code, title = 403, "Forbidden", "Not allowed"
 

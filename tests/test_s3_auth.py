@@ -93,6 +93,27 @@ def test_a_deleted_key_fails_at_once_on_every_instance(env):
         assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
+def test_a_deleted_key_fails_at_once_for_downloads_too(env):
+    # downloads remember key identities per process and check the key in their resolving statement
+    env.client().put_object(Bucket="auth", Key="remembered", Body=b"bytes")
+    key = env.key("dave", ["admin"])
+    clients = [env.client(key, server=server) for server in env.servers]
+    for client in clients:
+        for _ in range(3):  # reach every worker of the instance
+            assert client.get_object(Bucket="auth", Key="remembered")["Body"].read() == b"bytes"
+    assert requests.delete(f"{env.server.url}/api/v1/access-keys/{key.access_key_id}", headers=env.server.admin,
+                           timeout=10).status_code == 204
+    for client in clients:
+        for call in (lambda c=client: c.get_object(Bucket="auth", Key="remembered"),
+                     lambda c=client: c.get_object(Bucket="auth", Key="not-there")):
+            with pytest.raises(ClientError) as refused:
+                call()
+            assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+        with pytest.raises(ClientError) as head:
+            client.head_object(Bucket="auth", Key="remembered")
+        assert head.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
 def test_skewed_clock(env):
     late = signed(env, "GET", "/auth", date=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=16))
     assert late.status_code == 403 and code(late) == "RequestTimeTooSkewed"

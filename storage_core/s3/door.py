@@ -29,7 +29,7 @@ from werkzeug.wrappers import Request, Response
 import profiles
 from storage_core.auth import ANONYMOUS_PRINCIPAL, DEVELOPMENT_ADMIN, Principal
 from storage_core.db import is_disconnect
-from storage_core.errors import StorageError
+from storage_core.errors import AccessKeyNotFound, StorageError
 from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
 from storage_core.metrics import REQUEST_LATENCY, REQUESTS
 from storage_core.s3 import xml
@@ -127,6 +127,8 @@ class S3Door:
         except S3Error as exc:
             response = self.error_response(exc, request, call, request_id)
         except StorageError as exc:
+            if isinstance(exc, AccessKeyNotFound) and call is not None and call.principal.access_key:
+                self.keys.forget(call.principal.access_key)  # deleted since this process remembered it
             response = self.error_response(from_storage_error(exc), request, call, request_id)
         except (DBAPIError, PoolTimeout) as exc:
             if not is_disconnect(exc):
@@ -180,18 +182,24 @@ class S3Door:
             # a Signature Version 2 presigned URL (boto3's default for presigning without signature_version)
             raise S3Error("InvalidRequest", "The authorization mechanism you have provided is not supported. "
                                             "Please use AWS4-HMAC-SHA256 (boto3: Config(signature_version='s3v4')).")
+        call = S3Call(request, view, bucket, key, query, self.anonymous, None, request_id)
+        call.operation = self.route(call)
+        # downloads check the key's existence in their resolving statement (no round trip of their own);
+        # every other operation looks the key up afresh
+        downloads = call.operation in ("GetObject", "HeadObject")
         identity: list[KeyIdentity] = []
 
         def lookup(access_key_id: str) -> str | None:
-            found = self.keys.lookup(access_key_id)
+            found = self.keys.remembered(access_key_id) if downloads else self.keys.lookup(access_key_id)
             if found is None:
                 return None
             identity.append(found)
             return found.secret
 
-        verified = verify(view, lookup=lookup, region=self.region, now=_utcnow())
-        principal = identity[0].principal if verified is not None and identity else self.anonymous
-        return S3Call(request, view, bucket, key, query, principal, verified, request_id)
+        call.verified = verify(view, lookup=lookup, region=self.region, now=_utcnow())
+        if call.verified is not None and identity:
+            call.principal = identity[0].checked_principal() if downloads else identity[0].principal
+        return call
 
     def address(self, view: RequestView) -> tuple[str, str]:
         """(bucket, key) from the Host (virtual-host style under STORAGE_S3_DOMAIN) or the path."""
@@ -244,7 +252,6 @@ class S3Door:
         return {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method, "NotImplemented")
 
     def dispatch(self, call: S3Call) -> Response:
-        call.operation = self.route(call)
         operation = self.operations.get(call.operation)
         if operation is None:
             if call.operation != "NotImplemented" and self.active == frozenset({profiles.DOWNLOADER}):

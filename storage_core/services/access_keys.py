@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,10 @@ class KeyIdentity:
     def principal(self) -> Principal:
         return Principal(self.account, self.roles)
 
+    def checked_principal(self) -> Principal:
+        """The principal, carrying the key id for the resolving statement to check (see ``remembered``)."""
+        return Principal(self.account, self.roles, access_key=self.access_key_id)
+
 
 def secret_box(settings: Settings) -> SecretBox | None:
     """The sealing box of this deployment, or None when no material is configured (S3 keys then unusable)."""
@@ -73,6 +78,8 @@ def key_view(row: AccessKey, secret: str | None = None) -> dict[str, Any]:
     return view
 
 
+REMEMBERED_KEYS = 10_000  # identities kept per process by ``remembered``
+
 _keys = AccessKey.__table__
 _COLUMNS = (_keys.c.id, _keys.c.account, _keys.c.roles, _keys.c.sealed_secret)
 BY_ID = PreparedQuery("access_key_by_id", select(*_COLUMNS).where(_keys.c.id == bindparam("id")))
@@ -88,6 +95,7 @@ class AccessKeyService:
         self.box = secret_box(settings)
         self._batched = autocommit_engine.dialect.name == "postgresql"
         self._combiner: Combiner[Any] = Combiner(self._lookup_batch)
+        self._known: OrderedDict[str, KeyIdentity] = OrderedDict()
 
     def _require_box(self) -> SecretBox:
         if self.box is None:
@@ -154,6 +162,24 @@ class AccessKeyService:
         roles = roles if isinstance(roles, list) else []
         return KeyIdentity(key_id, secret, row.account, frozenset(str(r) for r in roles))
 
+
+    def remembered(self, key_id: str) -> KeyIdentity | None:
+        """``lookup`` through a bounded in-process memory of identities, for the S3 door's downloads only:
+        they carry the key id into the resolving statement, which refuses a key deleted since
+        (``AccessKeyNotFound``), so a deleted key still fails at once and no extra round trip is paid."""
+        found = self._known.get(key_id)
+        if found is not None:
+            self._known.move_to_end(key_id)
+            return found
+        found = self.lookup(key_id)
+        if found is not None:
+            self._known[key_id] = found
+            while len(self._known) > REMEMBERED_KEYS:
+                self._known.popitem(last=False)
+        return found
+
+    def forget(self, key_id: str) -> None:
+        self._known.pop(key_id, None)
 
     def _lookup_batch(self, _name: str, ids: list[str]) -> list[Any]:
         with connection(self.engine) as conn:

@@ -19,10 +19,11 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from storage_core.auth import AccessPolicy, BucketFacts, Principal
 from storage_core.db import PreparedQuery, connection
-from storage_core.errors import Conflict, Forbidden, NotFound, ObjectNotFound
+from storage_core.errors import AccessKeyNotFound, Conflict, Forbidden, NotFound, ObjectNotFound
 from storage_core.layout import FileLayout
 from storage_core.models import (
     Access,
+    AccessKey,
     AccountLimit,
     Bucket,
     CopyState,
@@ -96,10 +97,15 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
     """Objects with bucket, file, servable copies in serving order and the account's limit flag: everything
     a download needs from the database, in one statement.
 
-    ``batch``: the objects of many downloads at once, given as three arrays (``buckets``, ``keys``,
-    ``accounts``); each row says which download it belongs to in ``request`` (1-based)."""
-    o, b, f, c, loc, lim, rev, dmg = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation,
-                                                           AccountLimit, PresignRevocation, DamagedPiece))
+    ``batch``: the objects of many downloads at once, given as four arrays (``buckets``, ``keys``,
+    ``accounts``, ``access_keys``); each row says which download it belongs to in ``request`` (1-based).
+
+    ``key_alive`` is the id of the S3 access key the download was signed with, if that key still exists:
+    the S3 door keeps key identities in memory, and a deleted key is refused by this very statement (no
+    round trip of its own, and no stale cache)."""
+    o, b, f, c, loc, lim, rev, dmg, ak = (m.__table__ for m in (Object, Bucket, File, FileCopy, StorageLocation,
+                                                               AccountLimit, PresignRevocation, DamagedPiece,
+                                                               AccessKey))
     columns = [o.c.id.label("object_id"), o.c.key, o.c.content_type, o.c.created_at, o.c.last_modified_weak,
                o.c.s3_etag, o.c.content_encoding, o.c.content_disposition, o.c.cache_control, o.c.user_metadata,
                o.c.checksums,
@@ -109,18 +115,20 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
                loc.c.name.label("location"), loc.c.tier, loc.c.access, loc.c.purpose,
                loc.c.updated_at.label("location_version"), lim.c.account.label("limited"),
                rev.c.revoked_before_us,
-               select(dmg.c.copy_id).where(dmg.c.copy_id == c.c.id).exists().label("damaged")]
+               select(dmg.c.copy_id).where(dmg.c.copy_id == c.c.id).exists().label("damaged"),
+               ak.c.id.label("key_alive")]
     serving = serving_order(loc.c)
     if batch:
-        names = ("buckets", "keys", "accounts")
+        names = ("buckets", "keys", "accounts", "access_keys")
         want = func.unnest(*(bindparam(n, type_=ARRAY(String)) for n in names)).table_valued(
-            "bucket", "key", "account", with_ordinality="request").render_derived(name="want")
+            "bucket", "key", "account", "access_key", with_ordinality="request").render_derived(name="want")
         objects = (want.join(b, b.c.name == want.c.bucket)
                    .join(o, and_(o.c.bucket_id == b.c.id, o.c.key == want.c.key)))
-        account, columns, order = want.c.account, [want.c.request, *columns], (want.c.request, *serving)
+        account, access_key = want.c.account, want.c.access_key
+        columns, order = [want.c.request, *columns], (want.c.request, *serving)
     else:
         objects = o.join(b, b.c.id == o.c.bucket_id)
-        account, order = bindparam("account"), (b.c.name, o.c.id, *serving)
+        account, access_key, order = bindparam("account"), bindparam("access_key"), (b.c.name, o.c.id, *serving)
     return (
         select(*columns)
         .select_from(
@@ -129,7 +137,8 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
             .outerjoin(c, and_(c.c.checksum == f.c.checksum, or_(*(c.c.state == s for s in CopyState.SERVABLE))))
             .outerjoin(loc, and_(loc.c.id == c.c.location_id, loc.c.enabled.is_(True)))
             .outerjoin(lim, lim.c.account == account)
-            .outerjoin(rev, rev.c.account == account))
+            .outerjoin(rev, rev.c.account == account)
+            .outerjoin(ak, ak.c.id == access_key))
         .where(*conditions)
         .order_by(*order)
     )
@@ -171,16 +180,18 @@ class Resolver:
             return self._by_key(selector.bucket, selector.key, principal)
         return self._by_checksum(selector.checksum, selector.bucket, principal)
 
-    def _rows_by_key(self, bucket: str, key: str, account: str) -> list[Row[Any]]:
+    def _rows_by_key(self, bucket: str, key: str, principal: Principal) -> list[Row[Any]]:
+        access_key = principal.access_key or ""
         if self._batched:
-            return self._combiner.submit(BY_KEYS.name, (bucket, key, account))
+            return self._combiner.submit(BY_KEYS.name, (bucket, key, principal.account, access_key))
         with connection(self.engine) as conn:
-            return BY_KEY.all(conn, bucket=bucket, key=key, account=account)
+            return BY_KEY.all(conn, bucket=bucket, key=key, account=principal.account, access_key=access_key)
 
-    def _resolve_batch(self, _name: str, wanted: list[tuple[str, str, str]]) -> list[list[Row[Any]] | Exception]:
+    def _resolve_batch(self, _name: str, wanted: list[tuple[str, str, str, str]]
+                       ) -> list[list[Row[Any]] | Exception]:
         with connection(self.engine) as conn:
             rows = BY_KEYS.all(conn, buckets=[w[0] for w in wanted], keys=[w[1] for w in wanted],
-                               accounts=[w[2] for w in wanted])
+                               accounts=[w[2] for w in wanted], access_keys=[w[3] for w in wanted])
         found: list[Any] = [[] for _ in wanted]
         for row in rows:
             found[row.request - 1].append(row)
@@ -217,11 +228,16 @@ class Resolver:
                       checksums=_json(first.checksums))
 
     def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:
-        rows = self._rows_by_key(bucket, key, principal.account)
+        rows = self._rows_by_key(bucket, key, principal)
+        if principal.access_key and rows and rows[0].key_alive is None:
+            raise AccessKeyNotFound(f"access key {principal.access_key} does not exist")
         if not rows:
             if principal.presigned is not None:
                 raise Forbidden("the object this presigned URL names no longer exists")
             with connection(self.engine) as conn:
+                if principal.access_key and not conn.scalar(select(AccessKey.id).where(
+                        AccessKey.id == principal.access_key)):
+                    raise AccessKeyNotFound(f"access key {principal.access_key} does not exist")
                 found = bucket_access(conn, bucket)
             # who may not read the bucket may not learn which keys exist in it either
             self.policy.require_read(principal, found, key)
@@ -232,10 +248,14 @@ class Resolver:
 
     def _by_checksum(self, checksum: str, bucket: str | None, principal: Principal) -> Target:
         with connection(self.engine) as conn:
+            access_key = principal.access_key or ""
             if bucket is None:
-                rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account)
+                rows = BY_CHECKSUM.all(conn, checksum=checksum, account=principal.account, access_key=access_key)
             else:
-                rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account)
+                rows = BY_CHECKSUM_IN_BUCKET.all(conn, checksum=checksum, bucket=bucket, account=principal.account,
+                                                 access_key=access_key)
+        if principal.access_key and rows and rows[0].key_alive is None:
+            raise AccessKeyNotFound(f"access key {principal.access_key} does not exist")
         readable = [row for row in rows if self.policy.can_read(principal, _facts(row), row.key, row.revoked_before_us)]
         # a file held only where the caller cannot read is, to the caller, a file that does not exist:
         # anyone holding a document must not learn from us that it is stored here
