@@ -469,3 +469,17 @@ def test_objects_are_recorded_with_their_s3_etag(s3, env):
     with env.storage.session_factory()() as session:
         stored = session.scalar(select(Object.s3_etag).where(Object.key == "etag-only-here"))
     assert stored == hashlib.md5(b"abc").hexdigest()
+
+
+def test_list_multipart_uploads_pages_never_repeat(s3):
+    s3.create_bucket(Bucket="uploads-paging")
+    made = [(key, s3.create_multipart_upload(Bucket="uploads-paging", Key=key)["UploadId"])
+            for key in ("k1", "k1", "k2", "k0")]
+    seen = [(u["Key"], u["UploadId"]) for page in s3.get_paginator("list_multipart_uploads").paginate(
+        Bucket="uploads-paging", PaginationConfig={"PageSize": 1}) for u in page.get("Uploads", [])]
+    assert sorted(seen) == sorted(made) and len(seen) == len(set(seen))
+    assert [k for k, _ in seen] == ["k0", "k1", "k1", "k2"]
+    assert [u["Key"] for u in s3.list_multipart_uploads(Bucket="uploads-paging", Prefix="k1")["Uploads"]] == \
+        ["k1", "k1"]
+    for key, upload_id in made:
+        s3.abort_multipart_upload(Bucket="uploads-paging", Key=key, UploadId=upload_id)

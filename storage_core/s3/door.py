@@ -46,7 +46,7 @@ UNSUPPORTED_SUBRESOURCES = frozenset({
     "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering", "inventory",
     "legal-hold", "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls", "policy",
     "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore", "retention", "select",
-    "tagging", "torrent", "versioning", "versions", "website", "versionId", "partNumber-get",
+    "tagging", "torrent", "versioning", "versions", "website", "versionId",
 })
 
 

@@ -119,9 +119,8 @@ def upload_body(call: S3Call) -> tuple[Any, int | None, Digests, dict[str, str |
     if request.content_length is None and "chunked" not in (headers.get("transfer-encoding") or "").lower():
         raise S3Error("MissingContentLength")
     stream = request_body(request.stream, call.verified, headers, request.content_length)
+    # unsigned chunks without x-amz-decoded-content-length: None, read to the final chunk
     length = stream.decoded_length if isinstance(stream, AwsChunkedBody) else request.content_length
-    if isinstance(stream, AwsChunkedBody) and length is None and call.verified is not None:
-        length = None  # unsigned chunks without a decoded length: read to the final chunk
     try:
         md5 = parse_content_md5(headers.get("content-md5"))
     except InvalidArgument:

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,6 +42,7 @@ from storage_core.errors import (
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
+    PayloadTooLarge,
     StorageUnavailable,
     UploadNotFound,
 )
@@ -231,25 +232,23 @@ class MultipartService:
 
     def list_uploads(self, bucket_name: str, prefix: str = "", key_marker: str = "", upload_id_marker: str = "",
                      limit: int = 1000) -> tuple[list[UploadInfo], bool]:
-        """Uploads in progress by key, then initiation time (then id), after the markers."""
+        """Uploads in progress by key, then initiation time (S3's order), after the markers: keys after
+        ``key_marker``, and with ``upload_id_marker`` also the uploads of ``key_marker`` begun after that one."""
+        u = MultipartUpload
         with transaction(self.session_factory) as session:
             bucket = get_bucket(session, bucket_name)
-            query = select(MultipartUpload).where(MultipartUpload.bucket_id == bucket.id)
+            query = select(u).where(u.bucket_id == bucket.id)
             if prefix:
-                query = query.where(MultipartUpload.key >= prefix, MultipartUpload.key < prefix + "\U0010ffff")
-            rows = list(session.scalars(query.where(MultipartUpload.key >= key_marker)
-                                        .order_by(MultipartUpload.key, MultipartUpload.created_at,
-                                                  MultipartUpload.id)))
-        # the markers' order (key, then the upload after upload_id_marker) is decided here: at most the
-        # uploads of one key are read past the page
-        if key_marker:
-            position = next((i for i, r in enumerate(rows) if r.key == key_marker and r.id == upload_id_marker),
-                            None)
-            if upload_id_marker and position is not None:
-                rows = rows[position + 1:]
-            else:
-                rows = [r for r in rows if r.key > key_marker]
-        return [_info(r, bucket_name) for r in rows[:limit]], len(rows) > limit
+                query = query.where(u.key >= prefix, u.key < prefix + "\U0010ffff")
+            if key_marker:
+                after = u.key > key_marker
+                marker = session.get(u, upload_id_marker) if upload_id_marker else None
+                if marker is not None and marker.key == key_marker and marker.bucket_id == bucket.id:
+                    after = or_(after, and_(u.key == key_marker, or_(
+                        u.created_at > marker.created_at, and_(u.created_at == marker.created_at, u.id > marker.id))))
+                query = query.where(after)
+            rows = list(session.scalars(query.order_by(u.key, u.created_at, u.id).limit(limit + 1)))
+            return [_info(r, bucket_name) for r in rows[:limit]], len(rows) > limit
 
     def abort(self, bucket_name: str, upload_id: str) -> None:
         with transaction(self.session_factory) as session:
@@ -381,7 +380,7 @@ class MultipartService:
             if upload.state != UploadState.OPEN:
                 raise Conflict(f"multipart upload {upload_id!r} is already being completed")
             stored = {row.part_number: row for row in self._stored_parts(session, upload_id)}
-            parts = self._check_part_list(requested, stored)
+            parts = self._check_part_list(requested, stored, self.settings.max_upload_size)
             upload.state = UploadState.COMPLETING
             upload.updated_at = utcnow()
             return Completion(self, upload.bucket_id, bucket_name, upload.key, upload_id, parts,
@@ -403,7 +402,8 @@ class MultipartService:
         return result
 
     @staticmethod
-    def _check_part_list(requested: list[RequestedPart], stored: dict[int, UploadPart]) -> list[_Part]:
+    def _check_part_list(requested: list[RequestedPart], stored: dict[int, UploadPart], max_size: int = 0
+                         ) -> list[_Part]:
         if not requested:
             raise InvalidArgument("the part list must name at least one part")
         if len(requested) > MAX_PARTS:
@@ -417,6 +417,9 @@ class MultipartService:
             if row is None or item.etag.strip().strip('"').lower() != row.md5:
                 raise InvalidPart(f"part {item.part_number} was not uploaded, or its ETag does not match")
             parts.append(_Part.of(row))
+        total = sum(p.size for p in parts)
+        if max_size and total > max_size:
+            raise PayloadTooLarge(f"the parts add up to {total} bytes, more than the limit of {max_size} bytes")
         for part in parts[:-1]:
             if part.size < MIN_PART_SIZE:
                 raise EntityTooSmall(f"part {part.number} is {part.size} bytes; every part but the last must be "
