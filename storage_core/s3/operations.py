@@ -113,8 +113,9 @@ def object_metadata(call: S3Call) -> ObjectMetadata:
                           headers.get("content-disposition"), headers.get("cache-control"), user)
 
 
-def upload_body(call: S3Call) -> tuple[Any, int | None, Digests, dict[str, str | None]]:
-    """The stream of the bytes to store, their length, the declared digests and checksums to verify or record."""
+def upload_body(call: S3Call) -> tuple[Any, int | None, Digests, dict[str, str | None], Any]:
+    """The stream of the bytes to store, their length, the declared digests, the header checksums to verify,
+    and the checksums the decoder verifies in the trailer (asked once the body is read)."""
     request, headers = call.request, call.headers
     if request.content_length is None and "chunked" not in (headers.get("transfer-encoding") or "").lower():
         raise S3Error("MissingContentLength")
@@ -130,10 +131,11 @@ def upload_body(call: S3Call) -> tuple[Any, int | None, Digests, dict[str, str |
         if name.startswith(HEADER_PREFIX) and name not in ("x-amz-checksum-algorithm", "x-amz-checksum-type",
                                                            "x-amz-checksum-mode"):
             checksums[_algorithm(name)] = headers.get(name)
-    if isinstance(stream, AwsChunkedBody):
-        for name in trailer_names(headers.get("x-amz-trailer")):
-            checksums.setdefault(_algorithm(name), None)  # the decoder checks the trailer; the service records
-    return stream, length, Digests(md5=md5), checksums
+    trailed = None
+    if isinstance(stream, AwsChunkedBody) and trailer_names(headers.get("x-amz-trailer")):
+        def trailed() -> dict[str, str]:  # the decoder checked the trailer: the service records it
+            return dict(stream.checksums)
+    return stream, length, Digests(md5=md5), checksums, trailed
 
 
 def _algorithm(name: str) -> str:
@@ -319,10 +321,10 @@ def head_object(door: Any, call: S3Call) -> Response:
 @profile("storage")
 def put_object(door: Any, call: S3Call) -> Response:
     require_manage(door, call)
-    stream, length, digests, checksums = upload_body(call)
+    stream, length, digests, checksums, trailed = upload_body(call)
     metadata = object_metadata(call)
     stored = services(door).upload_service().put(call.bucket, call.key, stream, length=length, expected=digests,
-                                                 metadata=metadata, checksums=checksums)
+                                                 metadata=metadata, checksums=checksums, verified=trailed)
     return Response(b"", status=200, headers={"ETag": f'"{stored.s3_etag}"', **checksum_headers(stored.checksums)})
 
 
@@ -408,9 +410,10 @@ def upload_part(door: Any, call: S3Call) -> Response:
     if not 1 <= number <= xml.MAX_PART_NUMBER:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
                       extra={"ArgumentName": "partNumber", "ArgumentValue": call.query.get("partNumber", "")[:20]})
-    stream, length, digests, checksums = upload_body(call)
+    stream, length, digests, checksums, trailed = upload_body(call)
     part = services(door).multipart_service().upload_part(call.bucket, call.query["uploadId"], number, stream,
-                                                          length=length, expected=digests, checksums=checksums)
+                                                          length=length, expected=digests, checksums=checksums,
+                                                          verified=trailed)
     return Response(b"", status=200, headers={"ETag": f'"{part.etag}"', **checksum_headers(part.checksums)})
 
 

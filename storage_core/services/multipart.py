@@ -25,7 +25,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -287,8 +287,10 @@ class MultipartService:
 
     def upload_part(self, bucket_name: str, upload_id: str, part_number: int, stream: BinaryIO, *,
                     length: int | None, expected: Digests = NO_DIGESTS,
-                    checksums: Mapping[str, str | None] | None = None) -> PartInfo:
-        """Spool, verify and store one part (replacing an earlier part of the same number)."""
+                    checksums: Mapping[str, str | None] | None = None,
+                    verified: Callable[[], Mapping[str, str]] | None = None) -> PartInfo:
+        """Spool, verify and store one part (replacing an earlier part of the same number); ``checksums``
+        and ``verified`` as for ``UploadService.put``."""
         if not 1 <= part_number <= MAX_PARTS:
             raise InvalidArgument(f"part number must be an integer between 1 and {MAX_PARTS}")
         with transaction(self.session_factory) as session:
@@ -300,10 +302,11 @@ class MultipartService:
                 raise BucketNotFound(f"bucket {bucket_name!r} does not exist")
             locations = target_locations(session, bucket)
         checked = ChecksummingStream(stream, list(checksums or {}))
-        with Spool(self.settings.spool_dir, self.settings.piece_size, self.settings.block_size) as spool:
+        with Spool(self.settings.spool_dir, self.settings.piece_size, self.settings.block_size,
+                   sha256=expected.sha256 is not None) as spool:
             spool.receive(checked if checksums else stream, length, MAX_PART_SIZE)
             spool.verify(expected)
-            computed = checked.verify(checksums or {})
+            computed = {**checked.verify(checksums or {}), **(verified() if verified is not None else {})}
             row = UploadPart(upload_id=upload_id, part_number=part_number, state=PartState.PENDING, size=spool.size,
                              md5=spool.md5, piece_name=secrets.token_hex(32), piece_size=spool.piece_size,
                              block_size=spool.block_size, block_hash=spool.block_hash,
@@ -475,15 +478,16 @@ class MultipartService:
                 stored = self.uploads.store(spool, bucket_id, bucket_name, key, locations, metadata, s3_etag, {},
                                             finish=lambda session: self._finish(session, upload_id))
             return stored, parts
-        sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+        # the sha256 that keys the file is the one whole-content hash Complete pays; the content's md5 is not
+        # computed (an object's S3 ETag is its own, recorded on the object: files.md5 stays empty here)
+        sha256 = hashlib.sha256()
         for data in self._content(parts, sources):
             sha256.update(data)
-            md5.update(data)
         checksum = sha256.hexdigest()
         size = sum(p.size for p in parts)
         link = Link(bucket_id, bucket_name, key, checksum, metadata, s3_etag, {})
         try:
-            view, replaced, pending = self._reserve(link, upload_id, parts, plan, size, md5.hexdigest(), locations)
+            view, replaced, pending = self._reserve(link, upload_id, parts, plan, size, "", locations)
         except IntegrityError:  # the same content was stored by another request at this very moment
             raise Conflict("the same content is being stored by another request; retry") from None
         if not pending:

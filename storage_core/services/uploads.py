@@ -112,11 +112,13 @@ class UploadService:
 
     def put(self, bucket_name: str, key: str, stream: BinaryIO, *, length: int | None,
             expected: Digests = NO_DIGESTS, metadata: ObjectMetadata = DEFAULT_METADATA,
-            checksums: Mapping[str, str | None] | None = None) -> StoredObject:
+            checksums: Mapping[str, str | None] | None = None,
+            verified: Callable[[], Mapping[str, str]] | None = None) -> StoredObject:
         """Store the body as the object ``key`` of the bucket. Nothing is kept on failure.
 
         ``checksums``: algorithm (``crc32``, ...) -> the base64 value the client declared, verified
-        (BadDigest), or None to compute and record it only (a trailer the S3 door has checked)."""
+        (BadDigest), or None to compute and record it only. ``verified``: checksums the door has
+        already verified while decoding the stream (an aws-chunked trailer), asked once it is read."""
         validate_key(key)
         # fail before reading a large body; the bucket and its locations are looked up once
         with transaction(self.session_factory) as session:
@@ -127,7 +129,7 @@ class UploadService:
         with Spool(self.settings.spool_dir, self.settings.piece_size, self.settings.block_size) as spool:
             spool.receive(checked if checksums else stream, length, self.settings.max_upload_size)
             spool.verify(expected)
-            computed = checked.verify(checksums or {})
+            computed = {**checked.verify(checksums or {}), **(verified() if verified is not None else {})}
             return self.store(spool, bucket_id, bucket_name, key, locations, metadata, spool.md5, computed)
 
     def store(self, spool: Spool, bucket_id: int, bucket_name: str, key: str, locations: list[StorageLocation],
