@@ -106,6 +106,7 @@ class S3Door:
         self.container = container
         self.active = active
         self.region = settings.s3_region
+        self.send_timeout = settings.send_timeout
         self.domain = settings.s3_domain.lower().strip(".")
         self.operations = {name: op for name, op in operations.items() if profiles.is_active(op, active)}
         self.keys = container.access_key_service()

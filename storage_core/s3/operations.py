@@ -20,6 +20,7 @@ from profiles import profile
 from storage_core.checksums import HEADER_PREFIX, algorithm_of
 from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.db import connection
+from storage_core.delivery import watch_socket
 from storage_core.errors import BucketExists, InvalidArgument, ObjectNotFound, StorageError
 from storage_core.http_semantics import Conditions, parse_content_md5, validate_content_type
 from storage_core.names import validate_bucket_name
@@ -192,8 +193,7 @@ def create_bucket(door: Any, call: S3Call) -> Response:
 @profile("storage")
 def head_bucket(door: Any, call: S3Call) -> Response:
     found = bucket_exists(door, call.bucket)
-    policy = services(door).access_policy()
-    if not policy.can_read(call.principal, found.name, found.owner, found.visibility, None):
+    if not services(door).access_policy().can_read(call.principal, found, None):
         raise S3Error("AccessDenied")
     return Response(b"", status=200, headers={"x-amz-bucket-region": door.region})
 
@@ -285,6 +285,9 @@ def _read(door: Any, call: S3Call) -> Response:
                             if_unmodified_since=headers.get("if-unmodified-since"))
     download = services(door).download_service().open(ByKey(call.bucket, call.key), conditions, call.principal,
                                                       etag=s3_etag)
+    if download.body is not None:
+        # refunds down to what the client received, and the cut of a client that stops reading
+        download.body.attach(watch_socket(call.request.environ, door.send_timeout))
     return Response(download.body, status=download.status, headers=_object_headers(download, call, overrides))
 
 
@@ -345,8 +348,7 @@ def copy_object(door: Any, call: S3Call) -> Response:
     source_bucket, source_key = _copy_source(call)
     require_manage(door, call)
     found = bucket_exists(door, source_bucket)
-    if not services(door).access_policy().can_read(call.principal, found.name, found.owner, found.visibility,
-                                                   source_key):
+    if not services(door).access_policy().can_read(call.principal, found, source_key):
         raise S3Error("AccessDenied")
     directive = (call.headers.get("x-amz-metadata-directive") or "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
