@@ -109,6 +109,11 @@ class Listeners:
         # with both listeners on one port (different addresses), the address must tell them apart
         self._host = host.strip("[]") if native_bind.rpartition(":")[2] == port else None
 
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """The native app's (container, profiles, background workers): the worker hooks find them here."""
+        return self.native.extensions
+
     def is_s3(self, environ: dict[str, Any]) -> bool:
         sock = environ.get("gunicorn.socket")
         if sock is None:

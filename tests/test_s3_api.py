@@ -483,3 +483,37 @@ def test_list_multipart_uploads_pages_never_repeat(s3):
         ["k1", "k1"]
     for key, upload_id in made:
         s3.abort_multipart_upload(Bucket="uploads-paging", Key=key, UploadId=upload_id)
+
+
+def test_glacier_objects_restore_object_and_x_amz_restore(s3, env, tmp_path):
+    # a nearline location (a tape library of the nearline tests) and a restore cache; the storage service's
+    # own restore workers do the restores
+    from tests.support.nearline import add_cache, add_tape, wait_for
+
+    add_tape(env.storage, tmp_path / "tape", 0.5, name="s3tape")
+    add_cache(env.storage, tmp_path / "cache", capacity=1 << 20, name="s3cache")
+    requests.post(f"{env.server.url}/api/v1/buckets", json={"name": "glacier", "locations": ["s3tape"]},
+                  headers=env.server.admin, timeout=10).raise_for_status()
+    data = os.urandom(30 * KiB)
+    s3.put_object(Bucket="glacier", Key="cold", Body=data)
+    with pytest.raises(ClientError) as not_restored:
+        s3.get_object(Bucket="glacier", Key="cold")
+    assert code_of(not_restored) == "InvalidObjectState" and status_of(not_restored) == 403
+    head = s3.head_object(Bucket="glacier", Key="cold")
+    assert head["StorageClass"] != "STANDARD" and "Restore" not in head and head["ContentLength"] == len(data)
+    listed = s3.list_objects_v2(Bucket="glacier")["Contents"]
+    assert [o["StorageClass"] for o in listed] == [head["StorageClass"]]
+    started = s3.restore_object(Bucket="glacier", Key="cold", RestoreRequest={"Days": 1})
+    assert started["ResponseMetadata"]["HTTPStatusCode"] == 202
+    restored = wait_for(lambda: 'ongoing-request="false"' in s3.head_object(Bucket="glacier", Key="cold").get(
+        "Restore", ""), timeout=60, what="the restore")
+    assert restored
+    assert "expiry-date=" in s3.head_object(Bucket="glacier", Key="cold")["Restore"]
+    assert s3.get_object(Bucket="glacier", Key="cold")["Body"].read() == data
+    again = s3.restore_object(Bucket="glacier", Key="cold", RestoreRequest={"Days": 2})
+    assert again["ResponseMetadata"]["HTTPStatusCode"] == 200
+    s3.create_bucket(Bucket="online-only")
+    s3.put_object(Bucket="online-only", Key="k", Body=b"x")
+    with pytest.raises(ClientError) as online:
+        s3.restore_object(Bucket="online-only", Key="k", RestoreRequest={"Days": 1})
+    assert code_of(online) == "InvalidObjectState"

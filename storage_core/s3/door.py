@@ -45,7 +45,7 @@ XML = "application/xml"
 UNSUPPORTED_SUBRESOURCES = frozenset({
     "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering", "inventory",
     "legal-hold", "lifecycle", "logging", "metrics", "notification", "object-lock", "ownershipControls", "policy",
-    "policyStatus", "publicAccessBlock", "replication", "requestPayment", "restore", "retention", "select",
+    "policyStatus", "publicAccessBlock", "replication", "requestPayment", "retention", "select",
     "tagging", "torrent", "versioning", "versions", "website", "versionId",
 })
 
@@ -245,6 +245,8 @@ class S3Door:
             return {"GET": "ListParts", "POST": "CompleteMultipartUpload",
                     "DELETE": "AbortMultipartUpload"}.get(method, "NotImplemented")
         if method == "POST":
+            if "restore" in query:
+                return "RestoreObject"
             return "CreateMultipartUpload" if "uploads" in query else "NotImplemented"
         if method == "PUT":
             return "CopyObject" if copy else "PutObject"

@@ -34,6 +34,7 @@ CODES: dict[str, tuple[int, str]] = {
     "InvalidDigest": (400, "The Content-MD5 or checksum value that you specified is not valid."),
     "InvalidPart": (400, "One or more of the specified parts could not be found. The part might not have been "
                          "uploaded, or the specified ETag might not have matched the uploaded part's ETag."),
+    "InvalidObjectState": (403, "The operation is not valid for the object's storage class."),
     "InvalidPartOrder": (400, "The list of parts was not in ascending order. The parts list must be specified in "
                               "order by part number."),
     "InvalidRange": (416, "The requested range is not satisfiable"),
@@ -104,6 +105,8 @@ def _checked(code: str) -> str:
 
 # For the domain errors whose code is not one of S3's: most specific class first, the first match wins.
 _BY_CLASS: tuple[tuple[type[domain.StorageError], str], ...] = (
+    # only nearline copies and none cached (restoring or not): S3's answer for a GLACIER object not restored
+    (domain.NearlineOnly, _checked("InvalidObjectState")),
     (domain.BucketNotFound, _checked("NoSuchBucket")),
     (domain.ObjectNotFound, _checked("NoSuchKey")),
     (domain.UploadNotFound, _checked("NoSuchUpload")),

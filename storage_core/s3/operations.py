@@ -22,7 +22,7 @@ from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.db import connection
 from storage_core.delivery import watch_socket
 from storage_core.errors import BucketExists, InvalidArgument, ObjectNotFound, StorageError
-from storage_core.http_semantics import Conditions, parse_content_md5, validate_content_type
+from storage_core.http_semantics import Conditions, http_date, parse_content_md5, validate_content_type
 from storage_core.names import validate_bucket_name
 from storage_core.s3 import xml
 from storage_core.s3.chunked import AwsChunkedBody, content_encoding_to_store, request_body, trailer_names
@@ -32,6 +32,7 @@ from storage_core.services.downloads import Download
 from storage_core.services.multipart import RequestedPart
 from storage_core.services.permissions import bucket_access
 from storage_core.services.resolve import ByKey, Target
+from storage_core.services.restore import AVAILABLE, QUEUED, RESTORING
 from storage_core.services.uploads import ObjectMetadata
 from storage_core.spool import Digests
 
@@ -218,8 +219,9 @@ def _listing(door: Any, call: S3Call, *, after: str, skip: str) -> tuple[Any, xm
     page = services(door).object_service().list_page(call.bucket, prefix=prefix, delimiter=delimiter, after=after,
                                                      skip=skip, max_keys=max_keys)
     owner = owner_of(bucket_exists(door, call.bucket).owner)
-    entries = [xml.ObjectEntry(o.key, o.last_modified, o.s3_etag, o.size, owner=owner,
-                               checksum_algorithms=o.checksum_algorithms) for o in page.objects]
+    classes = services(door).restore_service().storage_classes({o.checksum for o in page.objects})
+    entries = [xml.ObjectEntry(o.key, o.last_modified, o.s3_etag, o.size, classes.get(o.checksum, xml.STANDARD),
+                               owner=owner, checksum_algorithms=o.checksum_algorithms) for o in page.objects]
     listing = xml.ObjectListing(call.bucket, entries, page.prefixes, prefix, delimiter, max_keys, page.truncated,
                                 encoding_type(call))
     return page, listing
@@ -283,8 +285,11 @@ def _read(door: Any, call: S3Call) -> Response:
                             if_match=headers.get("if-match"), if_none_match=headers.get("if-none-match"),
                             if_modified_since=headers.get("if-modified-since"),
                             if_unmodified_since=headers.get("if-unmodified-since"))
+    # S3 never restores on a read (clients ask with RestoreObject): a GLACIER object not restored is
+    # InvalidObjectState; HeadObject answers from the metadata with x-amz-storage-class / x-amz-restore
     download = services(door).download_service().open(ByKey(call.bucket, call.key), conditions, call.principal,
-                                                      etag=s3_etag)
+                                                      etag=s3_etag, restore_on_read=False,
+                                                      residency_head=call.method == "HEAD")
     if download.body is not None:
         # refunds down to what the client received, and the cut of a client that stops reading
         download.body.attach(watch_socket(call.request.environ, door.send_timeout))
@@ -306,7 +311,12 @@ def _object_headers(download: Download, call: S3Call, overrides: dict[str, str])
         out["x-amz-mp-parts-count"] = target.s3_etag.rsplit("-", 1)[1]
     if (call.headers.get("x-amz-checksum-mode") or "").upper() == "ENABLED" and download.status == 200:
         out.update(checksum_headers(target.checksums or {}))
-    out["x-amz-storage-class"] = "STANDARD"
+    residency = download.residency
+    out["x-amz-storage-class"] = residency.storage_class if residency is not None else "STANDARD"
+    if residency is not None and residency.state in (RESTORING, QUEUED):
+        out["x-amz-restore"] = 'ongoing-request="true"'
+    elif residency is not None and residency.state == AVAILABLE and residency.expires_at is not None:
+        out["x-amz-restore"] = f'ongoing-request="false", expiry-date="{http_date(residency.expires_at)}"'
     out.update(overrides)
     return out
 
@@ -389,6 +399,29 @@ def delete_objects(door: Any, call: S3Call) -> Response:
             continue
         deleted.append(xml.DeletedEntry(item.key))
     return door.xml_response(xml.delete_result(deleted, failed, quiet=wanted.quiet))
+
+
+@profile("storage")
+def restore_object(door: Any, call: S3Call) -> Response:
+    """RestoreObject: bring a GLACIER (nearline) object back for ``Days`` (the restore cache keeps it)."""
+    body = request_body(call.request.stream, call.verified, call.headers, call.request.content_length)
+    raw = xml.read_body(body)
+    hours = None
+    if raw.strip():
+        days_text = xml.one_text(xml.parse(raw, "RestoreRequest"), "Days", required=False)
+        if days_text is not None:
+            days = days_text.strip()
+            if not days.isascii() or not days.isdigit() or not 1 <= int(days) <= 30:
+                raise S3Error("InvalidArgument", "Days must be an integer from 1 to 30 (the restore cache keeps a "
+                                                 "copy at most 720 hours)",
+                              extra={"ArgumentName": "Days", "ArgumentValue": days[:20]})
+            hours = int(days) * 24
+    state = services(door).restore_service().request_by_key(call.bucket, call.key, hours, call.principal)
+    if state.state in (RESTORING, QUEUED):
+        return Response(b"", status=202)
+    if state.state == AVAILABLE and state.expires_at is not None:
+        return Response(b"", status=200)  # restored already: its expiry is extended
+    raise S3Error("InvalidObjectState", "Restore is not allowed for the object's current storage class.")
 
 
 # ---- multipart uploads -------------------------------------------------------------------------------
@@ -523,4 +556,5 @@ OPERATIONS = {
     "AbortMultipartUpload": abort_multipart_upload,
     "ListParts": list_parts,
     "ListMultipartUploads": list_multipart_uploads,
+    "RestoreObject": restore_object,
 }

@@ -418,6 +418,11 @@ def _children(element: ET.Element) -> list[tuple[str, ET.Element]]:
     return [(_local(child), child) for child in element]
 
 
+def one_text(element: ET.Element, name: str, *, required: bool = True) -> str | None:
+    """The text of the one child ``name`` of ``element`` (MalformedXML if repeated, or missing and required)."""
+    return _one_text(element, name, required=required)
+
+
 def _one_text(element: ET.Element, name: str, *, required: bool = True) -> str | None:
     found = [child for local, child in _children(element) if local == name]
     if len(found) > 1:

@@ -32,6 +32,7 @@ class ListedObject:
     s3_etag: str
     size: int
     checksum_algorithms: tuple[str, ...] = ()
+    checksum: str = ""  # the content's sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,8 @@ class ObjectService:
             bucket = get_bucket(session, bucket_name)
             if max_keys <= 0:
                 return ListingPage()
-            base = (select(Object.key, Object.created_at, Object.s3_etag, Object.checksums, File.size, File.md5)
+            base = (select(Object.key, Object.created_at, Object.s3_etag, Object.checksums, File.size, File.md5,
+                           File.checksum)
                     .join(File, File.checksum == Object.checksum).where(Object.bucket_id == bucket.id))
             if prefix:
                 base = base.where(Object.key >= prefix, Object.key < prefix + LAST)
@@ -136,7 +138,7 @@ class ObjectService:
                         marker, requery = common + LAST, True
                         break
                     objects.append(ListedObject(key, row.created_at, row.s3_etag or row.md5, row.size,
-                                                tuple(sorted(row.checksums or {}))))
+                                                tuple(sorted(row.checksums or {})), row.checksum))
                     skip, resume, last_item = "", (key, ""), key
                 if not requery and len(rows) < batch:
                     return ListingPage(objects, prefixes, False, resume, last_item)

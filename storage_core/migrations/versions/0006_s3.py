@@ -1,7 +1,7 @@
 """S3 door: access keys, multipart uploads and their parts, S3 ETags and representation headers of objects
 
 Revision ID: 0006
-Revises: 0010
+Revises: 0007
 Create Date: 2026-12-02 06:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0010'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
