@@ -13,6 +13,7 @@ from storage_core.errors import InvalidArgument
 
 YEAR_MONTH_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
 INT64_MAX = 2**63 - 1
+MAX_HISTORY_MONTHS = 120  # ten years of monthly figures in one answer
 
 
 def domain(validator: Callable[[str], Any]) -> Callable[[str], None]:
@@ -259,11 +260,26 @@ class ReadQuotaSchema(Schema):
     remain_quota_size = fields.Integer()
 
 
+class ReadQuotaHistoryArgs(StrictSchema):
+    months = fields.Integer(load_default=12, validate=validate.Range(min=1, max=MAX_HISTORY_MONTHS))
+
+
+class MonthConsumptionSchema(Schema):
+    year_month = fields.String()
+    charged_consumed_size = fields.Integer()
+    monthly_free_consumed_size = fields.Integer()
+    free_consumed_size = fields.Integer()
+    consumed_size = fields.Integer()
+
+
 class ReadRecordArgs(StrictSchema):
     start_timestamp_us = fields.Integer(load_default=0, validate=validate.Range(min=0, max=INT64_MAX))
     end_timestamp_us = fields.Integer(load_default=INT64_MAX, validate=validate.Range(min=0, max=INT64_MAX))
     max_records = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     cursor = fields.String(load_default=None, allow_none=True)
+    format = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["json", "csv"]), metadata={
+        "description": "csv: the same page as text/csv (also chosen by `Accept: text/csv`); the next cursor "
+                       "is in the X-Next-Cursor and Link headers"})
 
 
 class ReadRecordSchema(Schema):

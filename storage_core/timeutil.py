@@ -24,3 +24,10 @@ def seconds_to_next_month(timestamp_us: int) -> int:
     now = dt.datetime.fromtimestamp(timestamp_us / 1_000_000, dt.UTC)
     first = dt.datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=dt.UTC)
     return max(1, int(-(-(first - now).total_seconds() // 1)))
+
+
+def recent_months(year_month: str, count: int) -> list[str]:
+    """``count`` months ending with ``year_month`` (``YYYY-MM``), newest first."""
+    year, month = (int(part) for part in year_month.split("-"))
+    index = year * 12 + month - 1
+    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index, index - count, -1)]

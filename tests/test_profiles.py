@@ -20,6 +20,7 @@ DOWNLOADER_ROUTES = {
     ("POST", "/api/v1/files/restore"),
     ("GET", "/api/v1/buckets/<bucket>/read-quota"),
     ("GET", "/api/v1/buckets/<bucket>/read-records"),
+    ("GET", "/api/v1/buckets/<bucket>/read-quota/history"),
 }
 
 STORAGE_ONLY_REQUESTS = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import os
 import socket
 import time
@@ -160,7 +162,8 @@ def test_record_pages_never_skip_or_repeat_with_shared_timestamps(client, storag
     "read-quota?year_month=2026-13", "read-quota?year_month=2026-1", "read-quota?year_month=abcd-ef",
     "read-records?start_timestamp_us=10&end_timestamp_us=5", "read-records?max_records=-1",
     "read-records?max_records=0", "read-records?max_records=1001", "read-records?cursor=nonsense!",
-    "read-records?start_timestamp_us=x",
+    "read-records?start_timestamp_us=x", "read-records?format=xml", "read-quota/history?months=0",
+    "read-quota/history?months=121", "read-quota/history?months=x",
 ])
 def test_bad_query_parameters_are_400(client, storage, query):
     make_bucket(storage)
@@ -172,6 +175,8 @@ def test_bad_query_parameters_are_400(client, storage, query):
 def test_quota_of_unknown_bucket_is_404(client, storage):
     assert client.get("/api/v1/buckets/nope/read-quota").status_code == 404
     assert client.get("/api/v1/buckets/nope/read-records").status_code == 404
+    assert client.get("/api/v1/buckets/nope/read-records?format=csv").status_code == 404
+    assert client.get("/api/v1/buckets/nope/read-quota/history").status_code == 404
 
 
 def test_database_unreachable_fails_closed(settings, container, storage, local_location, auth):
@@ -336,3 +341,95 @@ def test_a_record_page_reached_by_a_cursor_starts_its_index_scan_at_the_cursor(c
             plan = "\n".join(str(row[-1]) for row in raw.fetchall())
             assert "USING INDEX ix_read_records_bucket_time (bucket_id=? AND timestamp_us>?" in plan, plan
             assert cursor_ts in (parameters.values() if isinstance(parameters, dict) else parameters)
+
+
+def test_history_is_newest_first_with_empty_months_as_zeros(client, storage, local_location, clock):
+    make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=10, free_read_quota=100)
+    put(storage, "bucket", "k", b"x" * 25)
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200  # November: 10 + 10 + 5
+    clock.now_us = int(dt.datetime(2027, 2, 3, tzinfo=dt.UTC).timestamp() * 1_000_000)
+    assert client.get("/api/v1/buckets/bucket/objects/k").status_code == 200  # February: 10 + 10 + 5
+    assert client.get("/api/v1/buckets/bucket/objects/k", headers={"Range": "bytes=0-6"}).status_code == 206
+    response = client.get("/api/v1/buckets/bucket/read-quota/history")
+    assert response.status_code == 200, response.json
+    history = response.json
+    assert [m["year_month"] for m in history] == [
+        "2027-02", "2027-01", "2026-12", "2026-11", "2026-10", "2026-09", "2026-08", "2026-07", "2026-06",
+        "2026-05", "2026-04", "2026-03"]
+    assert history[0] == {"year_month": "2027-02", "charged_consumed_size": 10, "monthly_free_consumed_size": 10,
+                          "free_consumed_size": 12, "consumed_size": 32}
+    assert history[3] == {"year_month": "2026-11", "charged_consumed_size": 10, "monthly_free_consumed_size": 10,
+                          "free_consumed_size": 5, "consumed_size": 25}
+    assert all(m["consumed_size"] == 0 for i, m in enumerate(history) if i not in (0, 3))
+    # each month agrees with that month's read-quota figures
+    for month in (history[0], history[3]):
+        figures = quota(client, month["year_month"])
+        assert {k: figures[k] for k in month if k != "year_month"} == {k: v for k, v in month.items()
+                                                                       if k != "year_month"}
+    assert [m["year_month"] for m in client.get("/api/v1/buckets/bucket/read-quota/history?months=2").json] == [
+        "2027-02", "2027-01"]
+    longest = client.get("/api/v1/buckets/bucket/read-quota/history?months=120").json
+    assert len(longest) == 120 and longest[-1]["year_month"] == "2017-03"
+
+
+def test_history_and_records_are_the_owners_only(app, storage, local_location, auth):
+    make_bucket(storage, owner="olivia", visibility="private")
+    client = app.test_client()
+    for path in ("read-quota/history", "read-records?format=csv"):
+        url = f"/api/v1/buckets/bucket/{path}"
+        assert client.get(url).status_code == 401
+        assert client.get(url, headers=auth.headers("mallory")).status_code == 403
+        assert client.get(url, headers=auth.headers("olivia")).status_code == 200
+
+
+def seed_records(storage, count: int, timestamps=lambda i: 1000 + i // 3) -> None:
+    with storage.session_factory()() as session, session.begin():
+        bucket_id = session.scalar(select(Bucket.id).where(Bucket.name == "bucket"))
+        session.add_all([
+            ReadRecord(bucket_id=bucket_id, year_month="2026-11", object_name=f"dir/o,{i} \"q\"", object_id=i,
+                       checksum=f"{i:064x}", account="a", timestamp_us=timestamps(i), read_size=i)
+            for i in range(count)
+        ])
+
+
+def test_records_as_csv_are_the_json_rows_with_the_same_paging(client, storage):
+    make_bucket(storage)
+    seed_records(storage, 25)
+    base = "/api/v1/buckets/bucket/read-records?max_records=10&start_timestamp_us=1000&end_timestamp_us=1008"
+    json_rows, csv_rows, cursor, json_cursor = [], [], None, None
+    while True:
+        page = client.get(base + (f"&cursor={json_cursor}" if json_cursor else "")).json
+        json_rows += page["read_records"]
+        as_csv = client.get(base + "&format=csv" + (f"&cursor={cursor}" if cursor else ""))
+        assert as_csv.status_code == 200
+        assert as_csv.headers["Content-Type"].startswith("text/csv")
+        assert as_csv.is_streamed
+        lines = list(csv.reader(io.StringIO(as_csv.get_data(as_text=True), newline="")))
+        assert lines[0] == ["object_name", "object_id", "checksum", "account", "timestamp_us", "read_size"]
+        csv_rows += lines[1:]
+        cursor, json_cursor = as_csv.headers.get("X-Next-Cursor"), page["next_cursor"]
+        assert cursor == json_cursor
+        if cursor is None:
+            assert "Link" not in as_csv.headers
+            break
+        link = as_csv.headers["Link"]
+        assert link.endswith('>; rel="next"') and f"cursor={cursor}" in link and "format=csv" in link
+    assert len(json_rows) == 24  # [1000, 1008) holds records 0..23
+    assert csv_rows == [[r["object_name"], str(r["object_id"]), r["checksum"], r["account"], str(r["timestamp_us"]),
+                         str(r["read_size"])] for r in json_rows]
+    # Accept: text/csv chooses CSV; a browser's */* and an explicit format=json keep JSON
+    assert client.get(base, headers={"Accept": "text/csv"}).headers["Content-Type"].startswith("text/csv")
+    assert client.get(base, headers={"Accept": "*/*"}).is_json
+    assert client.get(base + "&format=json", headers={"Accept": "text/csv"}).is_json
+    empty = client.get("/api/v1/buckets/bucket/read-records?format=csv&start_timestamp_us=0&end_timestamp_us=1")
+    assert empty.get_data(as_text=True) == "object_name,object_id,checksum,account,timestamp_us,read_size\r\n"
+
+
+def test_a_csv_page_of_a_thousand_records_is_sent_in_chunks(client, storage):
+    make_bucket(storage)
+    seed_records(storage, 1000, timestamps=lambda i: 5000 + i)
+    response = client.get("/api/v1/buckets/bucket/read-records?format=csv&max_records=1000")
+    chunks = list(response.response)
+    assert len(chunks) == 5  # header with the first 200 rows, then 200 rows a chunk
+    assert sum(chunk.count(b"\r\n") for chunk in chunks) == 1 + 1000
+    assert "X-Next-Cursor" not in response.headers

@@ -34,7 +34,7 @@ from storage_core.metrics import QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
 from storage_core.services.buckets import get_bucket
 from storage_core.services.combiner import Combiner
-from storage_core.timeutil import now_us, seconds_to_next_month, year_month_of
+from storage_core.timeutil import now_us, recent_months, seconds_to_next_month, year_month_of
 
 T = BucketTraffic
 
@@ -56,6 +56,19 @@ CONSUME_RECORD_COMMIT = (
     " timestamp_us, read_size, charged_size, monthly_free_size, free_size) VALUES {rows}; COMMIT"
 )
 RECORD_VALUES = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+# the columns of a read record in the API, in the order of the CSV export
+READ_RECORD_FIELDS = ("object_name", "object_id", "checksum", "account", "timestamp_us", "read_size")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    """A page of read records: rows in ``READ_RECORD_FIELDS`` order, and where the next page starts."""
+
+    rows: list[tuple[Any, ...]]
+    next_cursor: str | None
+    next_start_timestamp_us: int
 
 
 def _rollback(conn: Connection) -> None:
@@ -294,38 +307,62 @@ class QuotaService:
         return {"bucket": bucket_name, "year_month": year_month, **figures,
                 "consumed_size": consumed, "remain_quota_size": remain}
 
+    def history(self, bucket_name: str, months: int) -> list[dict[str, Any]]:
+        """What each of the last ``months`` UTC months consumed, newest first; months without reads are zeros."""
+        wanted = recent_months(year_month_of(self.clock()), months)
+        with transaction(self.session_factory) as session:
+            bucket = get_bucket(session, bucket_name)
+            rows = session.execute(
+                select(T.year_month, T.charged_consumed_size, T.monthly_free_consumed_size, T.free_consumed_size)
+                .where(T.bucket_id == bucket.id, T.year_month >= wanted[-1], T.year_month <= wanted[0])
+            ).all()
+        found = {row[0]: row[1:] for row in rows}
+        history = []
+        for year_month in wanted:
+            charged, monthly_free, free = found.get(year_month, (0, 0, 0))
+            history.append({"year_month": year_month, "charged_consumed_size": charged,
+                            "monthly_free_consumed_size": monthly_free, "free_consumed_size": free,
+                            "consumed_size": charged + monthly_free + free})
+        return history
+
     def read_records(self, bucket_name: str, start_us: int, end_us: int, max_records: int,
                      cursor: str | None) -> dict[str, Any]:
         """Records in ``[start_us, end_us)`` by (timestamp, id): the cursor resumes exactly after the last."""
+        page = self.read_record_page(bucket_name, start_us, end_us, max_records, cursor)
+        return {
+            "read_records": [dict(zip(READ_RECORD_FIELDS, row, strict=True)) for row in page.rows],
+            "next_cursor": page.next_cursor,
+            # Greenfield's field: where the next page starts (0 when the listing is complete). Several
+            # records can share that timestamp, so only next_cursor resumes without repeats.
+            "next_start_timestamp_us": page.next_start_timestamp_us,
+        }
+
+    def read_record_page(self, bucket_name: str, start_us: int, end_us: int, max_records: int,
+                         cursor: str | None) -> RecordPage:
+        """One page of read records as tuples of ``READ_RECORD_FIELDS`` (for JSON and CSV alike).
+
+        A page is at most ``max_records`` (1000) rows of a few columns; they are fetched in one query
+        so that the connection is back in the pool before a slow client reads the answer."""
         if start_us > end_us:
             raise InvalidArgument("start_timestamp_us must not be greater than end_timestamp_us")
         after = decode_cursor(cursor, int, int) if cursor else None
+        R = ReadRecord
         with transaction(self.session_factory) as session:
             bucket = get_bucket(session, bucket_name)
             # the scan starts at the cursor, not at start_us: the lower bound on timestamp_us is what both
             # PostgreSQL and SQLite turn into the index range's start; the row comparison then skips the
             # records of that same microsecond already listed (its cost does not grow with the page)
-            query = select(ReadRecord).where(
-                ReadRecord.bucket_id == bucket.id,
-                ReadRecord.timestamp_us >= (max(start_us, after[0]) if after else start_us),
-                ReadRecord.timestamp_us < end_us,
+            query = select(R.object_name, R.object_id, R.checksum, R.account, R.timestamp_us, R.read_size, R.id).where(
+                R.bucket_id == bucket.id,
+                R.timestamp_us >= (max(start_us, after[0]) if after else start_us),
+                R.timestamp_us < end_us,
             )
             if after is not None:
-                query = query.where(tuple_(ReadRecord.timestamp_us, ReadRecord.id) > tuple_(*after))
-            rows = session.scalars(
-                query.order_by(ReadRecord.timestamp_us, ReadRecord.id).limit(max_records + 1)).all()
+                query = query.where(tuple_(R.timestamp_us, R.id) > tuple_(*after))
+            rows = session.execute(query.order_by(R.timestamp_us, R.id).limit(max_records + 1)).all()
         more = len(rows) > max_records
         rows = rows[:max_records]
-        records = [
-            {"object_name": r.object_name, "object_id": r.object_id, "checksum": r.checksum,
-             "account": r.account, "timestamp_us": r.timestamp_us, "read_size": r.read_size}
-            for r in rows
-        ]
-        next_cursor = encode_cursor(rows[-1].timestamp_us, rows[-1].id) if more else None
-        return {
-            "read_records": records,
-            "next_cursor": next_cursor,
-            # Greenfield's field: where the next page starts (0 when the listing is complete). Several
-            # records can share that timestamp, so only next_cursor resumes without repeats.
-            "next_start_timestamp_us": rows[-1].timestamp_us if more else 0,
-        }
+        last = rows[-1] if more else None
+        return RecordPage(rows=[tuple(row[:-1]) for row in rows],
+                          next_cursor=encode_cursor(last.timestamp_us, last.id) if last is not None else None,
+                          next_start_timestamp_us=last.timestamp_us if last is not None else 0)
