@@ -13,6 +13,7 @@ from flask_smorest import Api
 import profiles
 from storage_core.blueprints import ALL_BLUEPRINTS
 from storage_core.blueprints.common import authenticate, install_error_handlers, reject_unsafe_text
+from storage_core.console import blp as console_blueprint
 from storage_core.container import Container, build_container
 from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
 from storage_core.metrics import REQUEST_LATENCY, REQUESTS
@@ -86,6 +87,8 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
     for blueprint in ALL_BLUEPRINTS:
         if profiles.is_active(blueprint, active):
             api.register_blueprint(blueprint)
+    if profiles.is_active(console_blueprint, active):  # pages, not API: kept out of the OpenAPI document
+        app.register_blueprint(console_blueprint)
     install_error_handlers(app)
     container.authenticator()  # a missing key stops the start here, not at the first request
     app.before_request(start_request)

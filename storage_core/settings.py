@@ -211,6 +211,9 @@ class Settings:
     event_webhook_secret: str = _setting(
         "STORAGE_EVENT_WEBHOOK_SECRET", _text, "",
         "Key of the HMAC-SHA256 of each event body, sent hex-encoded in X-Storage-Signature.")
+    console_part_size: int = _setting(
+        "STORAGE_CONSOLE_PART_SIZE", _int(MiB), 64 * MiB,
+        "The web console uploads a file larger than this in parts of this size (native multipart, three at once).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

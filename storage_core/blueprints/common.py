@@ -36,8 +36,10 @@ def services() -> Container:
     return current_app.extensions["container"]
 
 
-# endpoints anyone may call, without even a valid token: probes and the API description
-OPEN_ENDPOINTS = frozenset({"health.live", "health.ready", "health.metrics", "api-docs.openapi_json"})
+# endpoints anyone may call, without even a valid token: probes, the API description and the console's
+# page and assets (the page holds no data; it calls the API with the token the person signs in with)
+OPEN_ENDPOINTS = frozenset({"health.live", "health.ready", "health.metrics", "api-docs.openapi_json",
+                            "console.index", "console.static"})
 
 
 def reject_unsafe_text() -> None:
