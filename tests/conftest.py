@@ -34,7 +34,7 @@ from storage_core.settings import Settings
 from tests.support.auth import TEST_JWT_SECRET, AuthActions
 from tests.support.servers import ACTIVE, GunicornServer, LiveServer
 
-pytest_plugins = ["tests.support.s3server"]
+pytest_plugins = ["tests.support.s3server", "tests.support.browser"]
 
 ADMIN_URL = os.environ.get("STORAGE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 KiB = 1024
