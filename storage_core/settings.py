@@ -212,8 +212,9 @@ class Settings:
         "STORAGE_EVENT_WEBHOOK_SECRET", _text, "",
         "Key of the HMAC-SHA256 of each event body, sent hex-encoded in X-Storage-Signature.")
     console_part_size: int = _setting(
-        "STORAGE_CONSOLE_PART_SIZE", _int(MiB), 64 * MiB,
-        "The web console uploads a file larger than this in parts of this size (native multipart, three at once).")
+        "STORAGE_CONSOLE_PART_SIZE", _int(5 * MiB), 64 * MiB,
+        "The web console uploads a file larger than this in parts of this size (native multipart, three at once; "
+        "at least 5 MiB, the smallest part the multipart API takes).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

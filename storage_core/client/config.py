@@ -14,6 +14,7 @@ APP = "storage-client"
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 64 * MiB
 MAX_PARTS = 10_000  # the native multipart API numbers parts 1..10000
+MIN_PART_SIZE = 5 * MiB  # every part but the last (S3's rule, kept by the native API)
 SIZE_RE = re.compile(r"\s*([0-9]+)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
 
 
@@ -71,6 +72,9 @@ def load(url_override: str | None = None) -> ClientConfig:
     token = os.environ.get("STORAGE_TOKEN") or stored.get("token") or None
     part_size = parse_size(os.environ.get("STORAGE_CLIENT_PART_SIZE") or str(DEFAULT_PART_SIZE),
                            "STORAGE_CLIENT_PART_SIZE")
+    if part_size < MIN_PART_SIZE:
+        raise UsageError(f"STORAGE_CLIENT_PART_SIZE: parts are at least 5MiB (the server refuses smaller ones), "
+                         f"got {part_size}")
     return ClientConfig(url.rstrip("/"), token, part_size)
 
 

@@ -320,10 +320,11 @@ class Download:
         self.jobs, self.show_progress, self.expected = jobs, show_progress, expected_checksum
         self.temporary = dest.with_name(dest.name + ".part")
         self.state_path = dest.with_name(dest.name + ".part.json")
-        self.source = api.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        # what is downloaded, not from which address: the ETag (the content's sha256) says the bytes are the same
+        # through another instance or load balancer
+        self.source = path + ("?" + urllib.parse.urlencode(params) if params else "")
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.flushed_at = 0.0
 
     def run(self, size: int, etag: str | None) -> Path:
         for _ in range(2):  # a second time only if the object was replaced meanwhile
@@ -347,8 +348,12 @@ class Download:
             with self.temporary.open("wb") as out:
                 out.truncate(size)
         self.size, self.etag = size, etag
-        self._flush(force=True)
+        self._flush()
         descriptor = os.open(self.temporary, os.O_WRONLY)
+        finished = threading.Event()
+        # the state is written twice a second whatever the network does, so a killed run loses at most that
+        flusher = threading.Thread(target=self._flush_until, args=(finished,), daemon=True)
+        flusher.start()
         try:
             with TransferProgress(f"get {self.dest.name}", size, self.done.total(), enabled=self.show_progress) as bar:
                 ranges = split(self.done.missing(size), self.jobs)
@@ -356,7 +361,9 @@ class Download:
                     run_parallel(self.jobs, [lambda r=r: self._fetch(descriptor, r[0], r[1], bar) for r in ranges],
                                  self.stop)
                 finally:
-                    self._flush(force=True)
+                    finished.set()
+                    flusher.join()
+                    self._flush()
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
@@ -365,14 +372,13 @@ class Download:
     def _record(self, start: int, end: int) -> None:
         with self.lock:
             self.done.add(start, end)
-        self._flush()
 
-    def _flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.flushed_at < STATE_FLUSH_SECONDS:
-            return
+    def _flush_until(self, finished: threading.Event) -> None:
+        while not finished.wait(STATE_FLUSH_SECONDS):
+            self._flush()
+
+    def _flush(self) -> None:
         with self.lock:
-            self.flushed_at = now
             write_json(self.state_path, {"source": self.source, "etag": self.etag, "size": self.size,
                                          "done": [list(span) for span in self.done.spans]})
 
