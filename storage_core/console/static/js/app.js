@@ -535,7 +535,8 @@ async function filePage(checksum) {
   const accessOf = (copy) => copy.access || byName.get(copy.location)?.access || "online";
   const copies = file.copies.map((copy) => h("tr", {dataset: {location: copy.location, state: copy.state}},
     h("th", {scope: "row"}, copy.location), h("td", {}, copy.tier), h("td", {}, accessOf(copy)),
-    h("td", {class: "num"}, String(copy.priority)), h("td", {}, copy.state)));
+    h("td", {class: "num"}, String(copy.priority)), h("td", {}, copy.state),
+    h("td", {class: "nowrap"}, copy.expires_at ? isoDate(copy.expires_at) : "—")));
   const nodes = [
     heading("File"),
     h("dl", {class: "facts"},
@@ -544,7 +545,8 @@ async function filePage(checksum) {
       h("dt", {}, "Pieces"), h("dd", {}, `${file.piece_count} of ${bytes(file.piece_size)}`),
       h("dt", {}, "Stored"), h("dd", {}, isoDate(file.created_at))),
     h("h2", {}, "Copies"),
-    table("Copies", ["Location", "Tier", "Access", "Priority", "State"], copies, {id: "copies-table"}),
+    table("Copies", ["Location", "Tier", "Access", "Priority", "State", "Cached until"], copies,
+          {id: "copies-table"}),
   ];
   if (file.copies.some((copy) => accessOf(copy) === "nearline")) {
     const button = h("button", {type: "button", id: "restore"}, "Restore from nearline");
