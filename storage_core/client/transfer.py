@@ -207,7 +207,12 @@ def _multipart(api: Api, path: Path, stat: os.stat_result, bucket: str, key: str
     etags = {n: str(p["etag"]) for n, p in listed.items() if 1 <= n <= count and p.get("size") == length_of(n)}
     missing = [n for n in range(1, count + 1) if n not in etags]
     checksum: dict[str, str] = {}
-    hashing = threading.Thread(target=lambda: checksum.setdefault("sha256", sha256_of(path, stop)), daemon=True)
+
+    def hash_file() -> None:
+        with contextlib.suppress(Interrupted):  # stopped with the parts: the next run hashes again
+            checksum["sha256"] = sha256_of(path, stop)
+
+    hashing = threading.Thread(target=hash_file, daemon=True)
     hashing.start()
 
     with TransferProgress(f"put {key}", size, sum(length_of(n) for n in etags), enabled=show_progress) as bar:
