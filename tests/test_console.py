@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from selenium.webdriver.support.ui import Select
 from sqlalchemy import select
 
 from storage_core.models import Bucket, BucketTraffic
-from storage_core.timeutil import current_year_month, recent_months
+from storage_core.timeutil import now_us, recent_months, year_month_of
 from tests.conftest import make_bucket, put
 from tests.support.browser import Browser
 from tests.support.servers import GunicornServer
@@ -108,7 +109,7 @@ def test_sign_in_and_the_gauges_are_the_api_quota(server, storage, auth, browser
     cards = {card.get_attribute("data-bucket"): card for card in browser.find_all("#bucket-list .card")}
     assert set(cards) == {"olivia-docs", "olivia-photos"}  # mallory's bucket is absent, not greyed out
     assert "mallory" not in browser.driver.page_source
-    assert browser.find("#quota-month").text == current_year_month()
+    assert browser.find("#quota-month").text == year_month_of(now_us())
     for name, card in cards.items():
         quota = api(server, olivia, "GET", f"/buckets/{name}/read-quota")
         expected = {
@@ -157,7 +158,7 @@ def test_a_refused_token_is_not_kept(server, storage, auth, browser):
 
 def seed_history(storage, bucket: str) -> list[str]:
     """Earlier months as their reads left them (bucket_traffic rows); returns the 12 months, newest first."""
-    months = recent_months(current_year_month(), 12)
+    months = recent_months(year_month_of(now_us()), 12)
     with storage.session_factory()() as session, session.begin():
         bucket_id = session.scalar(select(Bucket.id).where(Bucket.name == bucket))
         for month, (charged, monthly, free) in {months[2]: (300 * KiB, 1 * MiB, 2 * MiB),
@@ -483,3 +484,49 @@ def test_the_console_is_absent_from_the_downloader(settings, monkeypatch):
     downloader = create_app(["downloader"], settings=settings).test_client()
     for path in ("/console/", "/console/static/js/app.js"):
         assert downloader.get(path).status_code == 404
+
+
+@STORAGE
+def test_the_file_page_shows_nearline_copies_and_restores(server, storage, auth, browser, tmp_path):
+    nearline = "access" in storage.location_service().get("hot")  # locations say their access where supported
+    if nearline:
+        storage.location_service().create({
+            "name": "tape", "plugin": "local", "tier": "cold", "priority": 0, "enabled": True, "access": "nearline",
+            "config": {"root": str(tmp_path / "tape"), "restore_seconds": 0.5}})
+        storage.location_service().create({
+            "name": "cache", "plugin": "local", "tier": "hot", "priority": 0, "enabled": True, "purpose": "cache",
+            "capacity": 10 * MiB, "config": {"root": str(tmp_path / "cache")}})
+    make_bucket(storage, "archive", owner="olivia", visibility="private", locations=["tape" if nearline else "hot"])
+    stored = put(storage, "archive", "2019/scan.tif", os.urandom(300 * KiB))
+    sign_in(browser, server, auth.token("admin", ["admin"]))
+    go(browser, server, f"/files/{stored['checksum']}", "files")
+    if not nearline:  # a server without the nearline tier: every copy is online, nothing to restore
+        assert [r.find_elements("css selector", "td")[1].text for r in browser.find_all("#copies-table tbody tr")] == [
+            "online"]
+        assert not browser.find_all("#restore")
+        return
+    browser.find("#nav-locations").click()
+    browser.wait_loaded("locations")
+    rows = {r.get_attribute("data-location"): [c.text for c in r.find_elements("css selector", "th, td")]
+            for r in browser.find_all("#locations-table tbody tr")}
+    assert rows["tape"][3:5] == ["nearline", "storage"] and rows["cache"][3:5] == ["online", "cache"]
+    go(browser, server, f"/files/{stored['checksum']}", "files")
+    copy = browser.find("#copies-table tbody tr")
+    assert [c.text for c in copy.find_elements("css selector", "th, td")][:3] == ["tape", "cold", "nearline"]
+    browser.find("#restore").click()
+    state = browser.wait(lambda d: browser.find("#restore-state").text or None)
+    assert re.fullmatch(r"Restore: (restoring|queued|available.*)", state), state
+    # the restore completes in the background: the file then has a cached copy with its expiry
+    deadline = time.time() + 30
+    while not any(c["state"] == "cached" for c in api(server, auth.admin, "GET", f"/files/{stored['checksum']}")[
+            "copies"]):
+        assert time.time() < deadline, "the restore never completed"
+        time.sleep(0.2)
+    browser.driver.refresh()  # the token survives a reload: it is the tab's
+    browser.wait_loaded("files")
+    cached = [r for r in browser.find_all("#copies-table tbody tr") if r.get_attribute("data-state") == "cached"]
+    assert len(cached) == 1 and cached[0].find_elements("css selector", "td")[-1].text.endswith("UTC")
+    browser.find("#restore").click()
+    browser.wait(lambda d: browser.find("#restore-state").text.startswith("Restore: available, available until"))
+    browser.screenshot("file-nearline")
+    no_script_errors(browser)
