@@ -121,7 +121,9 @@ class FileSlice:
 
 
 def upload_state_path(url: str, bucket: str, key: str, path: Path) -> Path:
-    identity = json.dumps([url, bucket, key, str(path.resolve())]).encode()
+    """Where the state of uploading ``path`` to bucket/key lives. Not keyed by the server's address: an
+    upload id is good on every instance of a service (another service answers 404 and a new one starts)."""
+    identity = json.dumps([bucket, key, str(path.resolve())]).encode()
     return cache_dir() / "uploads" / f"{hashlib.sha256(identity).hexdigest()[:32]}.json"
 
 
