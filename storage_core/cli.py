@@ -14,7 +14,7 @@ from typing import Any
 import profiles
 from storage_core.auth import DEVELOPMENT_ADMIN
 from storage_core.container import Container, build_container
-from storage_core.errors import ConfigurationError, StorageError
+from storage_core.errors import ConfigurationError, InvalidArgument, StorageError
 from storage_core.migrations import upgrade
 from storage_core.settings import Settings
 
@@ -283,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StorageError as exc:
         print(f"{exc.code}: {exc.detail}", file=sys.stderr)
-        return 1
+        # bad input is bad usage, as for argparse's own refusals; anything else is a failed operation
+        return 2 if isinstance(exc, InvalidArgument) else 1
     except json.JSONDecodeError as exc:
         print(f"invalid JSON: {exc}", file=sys.stderr)
         return 2

@@ -38,6 +38,31 @@ def test_db_upgrade_and_bootstrap_on_sqlite(tmp_path: Path):
     assert listed[0]["config"]["root"] == str(tmp_path / "var" / "locations" / "local")
 
 
+@pytest.fixture
+def sqlite_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of `storage-admin` on a fresh embedded database (SQLite under tmp_path)."""
+    env = {"STORAGE_DATA_DIR": str(tmp_path / "var"), "STORAGE_DATABASE_URL": ""}
+    upgraded = run_admin(env, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    return env
+
+
+@pytest.mark.parametrize(("args", "mentions"), [
+    (("bucket", "add", "Bad_Name"), "lower-case letters"),
+    (("bucket", "add", "xn--abc"), "'xn--' (reserved by S3)"),
+    (("bucket", "add", "abc-s3alias"), "'-s3alias' (reserved by S3)"),
+    (("location", "add", "ho\nt", "--config", '{"root": "/tmp/never-used"}'), "location names"),
+])
+def test_storage_admin_refuses_the_names_the_api_refuses(sqlite_env: dict[str, str], args: tuple[str, ...],
+                                                         mentions: str):
+    result = run_admin(sqlite_env, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "InvalidArgument" in result.stderr and mentions in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    listed = run_admin(sqlite_env, args[0], "list")
+    assert json.loads(listed.stdout) == [], "nothing was created"
+
+
 def test_bad_setting_is_reported_by_name(tmp_path: Path):
     result = run_admin({"STORAGE_PIECE_SIZE": "abc", "STORAGE_DATA_DIR": str(tmp_path)}, "db", "upgrade")
     assert result.returncode == 2
