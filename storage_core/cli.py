@@ -9,12 +9,17 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 import profiles
 from storage_core.auth import DEVELOPMENT_ADMIN
 from storage_core.container import Container, build_container
-from storage_core.errors import ConfigurationError, InvalidArgument, StorageError
+from storage_core.db import database_url
+from storage_core.errors import ConfigurationError, DatabaseUnavailable, InvalidArgument, StorageError
 from storage_core.migrations import upgrade
 from storage_core.settings import Settings
 
@@ -165,6 +170,38 @@ def cmd_cache_purge(container: Container, args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
+    return value
+
+
+def database_name(settings: Settings) -> str:
+    """The database as an operator knows it: the SQLite file's path, or the URL without its password."""
+    url = database_url(settings.effective_database_url)
+    if url.get_backend_name() == "sqlite":
+        return str(Path(url.database or "").absolute()) if url.database else "(in memory)"
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
+def database_problem(settings: Settings, exc: BaseException) -> str:
+    """One line for a database that cannot be used: which one, why, and what to set."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseUnavailable) and exc.__cause__ is not None else exc
+    reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()[0]
+    if "no such table" in reason or ('relation "' in reason and "does not exist" in reason):
+        hint = "run `storage-admin db upgrade` first"
+    elif settings.database_url:
+        hint = "check STORAGE_DATABASE_URL"
+    else:
+        hint = (f"the embedded default is in STORAGE_DATA_DIR, now {settings.data_path}: set it, "
+                "or STORAGE_DATABASE_URL")
+    return f"cannot open the database {database_name(settings)}: {reason} ({hint})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storage-admin", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue = token.add_parser("issue", help="print a signed token (HS256 secret or the private key)")
     issue.add_argument("--sub", required=True, help="the account")
     issue.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
-    issue.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    issue.add_argument("--ttl", type=positive_int, default=3600, help="seconds until it expires (> 0)")
     issue.set_defaults(func=cmd_token_issue)
 
     keys = sub.add_parser("access-key", help="S3 access keys").add_subparsers(dest="sub", required=True)
@@ -275,12 +312,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+    except ConfigurationError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
         container = build_container(settings, frozenset({profiles.STORAGE}))
         return args.func(container, args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except (DatabaseUnavailable, DBAPIError, PoolTimeout) as exc:
+        print(database_problem(settings, exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # the data directory itself cannot be made (make_engine creates it for the SQLite file)
+        if exc.filename is not None and Path(exc.filename) in (settings.data_path, *settings.data_path.parents):
+            print(database_problem(settings, exc), file=sys.stderr)
+            return 1
+        raise
     except StorageError as exc:
         print(f"{exc.code}: {exc.detail}", file=sys.stderr)
         # bad input is bad usage, as for argparse's own refusals; anything else is a failed operation

@@ -63,6 +63,41 @@ def test_storage_admin_refuses_the_names_the_api_refuses(sqlite_env: dict[str, s
     assert json.loads(listed.stdout) == [], "nothing was created"
 
 
+def test_a_database_that_cannot_be_opened_is_named_in_the_error(tmp_path: Path):
+    (tmp_path / "a-file").write_bytes(b"")
+    under_a_file = tmp_path / "a-file" / "var"
+    result = run_admin({"STORAGE_DATA_DIR": str(under_a_file), "STORAGE_DATABASE_URL": ""}, "bucket", "list")
+    assert result.returncode == 1, result.stderr
+    assert f"cannot open the database {under_a_file / 'storage.db'}" in result.stderr, result.stderr
+    assert "STORAGE_DATA_DIR" in result.stderr and "Traceback" not in result.stderr
+
+    missing_dir = tmp_path / "missing" / "x.db"
+    result = run_admin({"STORAGE_DATABASE_URL": f"sqlite:///{missing_dir}"}, "bucket", "list")
+    assert result.returncode == 1, result.stderr
+    assert f"cannot open the database {missing_dir}" in result.stderr, result.stderr
+    assert "STORAGE_DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+
+    result = run_admin({"STORAGE_DATABASE_URL": "postgresql://someone:hunter2@127.0.0.1:1/storage"}, "bucket", "list")
+    assert result.returncode == 1, result.stderr
+    assert "cannot open the database postgresql://someone:***@127.0.0.1:1/storage" in result.stderr, result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_database_without_its_schema_says_to_upgrade(tmp_path: Path):
+    result = run_admin({"STORAGE_DATA_DIR": str(tmp_path / "var"), "STORAGE_DATABASE_URL": ""}, "bucket", "list")
+    assert result.returncode == 1, result.stderr
+    assert str(tmp_path / "var" / "storage.db") in result.stderr
+    assert "storage-admin db upgrade" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5"])
+def test_token_ttl_must_be_positive(ttl: str, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "issue", "--sub", "someone", "--ttl", ttl])
+    assert exited.value.code == 2
+    assert "--ttl" in capsys.readouterr().err
+
+
 def test_bad_setting_is_reported_by_name(tmp_path: Path):
     result = run_admin({"STORAGE_PIECE_SIZE": "abc", "STORAGE_DATA_DIR": str(tmp_path)}, "db", "upgrade")
     assert result.returncode == 2
