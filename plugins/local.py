@@ -59,8 +59,8 @@ class LocalLocation(LocationPlugin):
         self.root = Path(self.config["root"])
         self._pieces = str(self.root / "pieces")
         self.fsync: bool = self.config["fsync"]
-        # root is created lazily by write_piece, so that health() can tell a missing root (an
-        # unmounted volume, say) from an empty location
+        # the root is created once, by prepare() when the location is added; a root missing later (an
+        # unmounted volume, say) is a fault, and pieces are never written into the mount point below it
         # absent unless set, so that the configs of online locations stay as they were
         seconds = self.config.get("restore_seconds")
         self._restore = LocalRestore(self, seconds) if seconds is not None else None
@@ -83,6 +83,9 @@ class LocalLocation(LocationPlugin):
         directory = path.parent
         try:
             if not directory.is_dir():
+                if not self.root.is_dir():
+                    raise StorageUnavailable(f"local location root {self.root} is missing (an unmounted volume?); "
+                                             "it is created only when the location is added")
                 os.makedirs(directory, exist_ok=True)
                 self._fsync_new_dirs(directory)
             fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
@@ -200,6 +203,16 @@ class LocalLocation(LocationPlugin):
             return path.is_file()
         except OSError as exc:
             raise StorageUnavailable(f"local location {self.root}: {exc}") from exc
+
+    def prepare(self) -> None:
+        try:
+            existed = self.root.is_dir()
+            os.makedirs(self.root, exist_ok=True)
+            if not existed and self.fsync:
+                self._fsync_dir(self.root.parent)
+        except OSError as exc:
+            raise StorageUnavailable(f"local location root {self.root} cannot be created: {exc.strerror}") from exc
+        self.health()
 
     def health(self) -> None:
         if not self.root.is_dir():

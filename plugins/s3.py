@@ -305,6 +305,13 @@ class S3Location(LocationPlugin):
             return False
         return True
 
+    def prepare(self) -> None:
+        # reachable, credentials accepted, bucket there (made now with create_bucket)
+        client = self._client()
+        with self._sdk_errors("bucket check"):
+            self._ensure_bucket(client)
+        self.health()
+
     def health(self) -> None:
         with self._sdk_errors("health check"):
             exists = self._client().bucket_exists(self.bucket)

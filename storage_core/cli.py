@@ -42,7 +42,7 @@ def cmd_location_add(container: Container, args: argparse.Namespace) -> int:
         "name": args.name, "plugin": args.plugin, "tier": args.tier, "priority": args.priority,
         "enabled": True, "config": config, "capacity": args.capacity, "access": args.access,
         "purpose": args.purpose,
-    }))
+    }, check=args.check))
     return 0
 
 
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--purpose", choices=["storage", "cache"], default="storage",
                      help="cache: the restore cache of nearline files (give it a --capacity)")
     add.add_argument("--config", required=True, help='plugin config as JSON, e.g. \'{"root": "/data"}\'')
+    add.add_argument("--no-check", dest="check", action="store_false",
+                     help="add it as it is: do not create a local root nor reach an S3 endpoint first")
     add.set_defaults(func=cmd_location_add)
     location.add_parser("list", help="list locations").set_defaults(func=cmd_location_list)
 

@@ -72,7 +72,8 @@ class Container(containers.DeclarativeContainer):
     # the webhook's transport: a provider of its own, so that a test swaps it without rebuilding the outbox
     webhook_sender = providers.Singleton(WebhookSender)
     event_outbox = providers.Singleton(EventOutbox, session_factory, settings, webhook_sender, clock)
-    health_service = providers.Singleton(HealthService, session_factory, plugin_cache)
+    health_service = providers.Singleton(HealthService, session_factory, plugin_cache,
+                                         settings.provided.ready_timeout)
 
     location_service = providers.Singleton(LocationService, session_factory, plugin_registry)
     bucket_service = providers.Singleton(BucketService, session_factory, settings, clock)

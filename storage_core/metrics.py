@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -30,6 +30,9 @@ CACHE_EVICTIONS = Counter("storage_cache_evictions_total", "Cached copies remove
                           ["reason"])
 EVENT_DELIVERIES = Counter("storage_event_deliveries_total", "Webhook delivery attempts by outcome (ok, failed)",
                            ["outcome"])
+# set by each readiness check; under gunicorn the most recent value of any worker is the one exported
+LOCATION_UP = Gauge("storage_location_up", "1 when the enabled location answered its last readiness check, else 0",
+                    ["location"], multiprocess_mode="mostrecent")
 
 
 def registry() -> CollectorRegistry:

@@ -127,6 +127,16 @@ class LocationPlugin(abc.ABC):
         """Give a stored piece another address (multipart Complete: a part's pieces become the file's)."""
         raise NotImplementedError(f"{self.name} cannot move pieces")
 
+    def prepare(self) -> None:
+        """Make a new location ready to hold pieces, once, when it is added; raise ``StorageUnavailable``
+        with the reason when it still cannot serve (unreachable, refused credentials, no bucket).
+
+        Whatever a location needs that its plugin can create is created here and only here (a local
+        root, an S3 bucket with ``create_bucket``), so that its absence later is a fault, not a new
+        location. The default only checks ``health()``.
+        """
+        self.health()
+
     def list_pieces(self) -> Iterator[tuple[str, int]]:
         """Yield ``(checksum, index)`` of every piece stored here (for garbage collection)."""
         raise NotImplementedError(f"{self.name} cannot list pieces")

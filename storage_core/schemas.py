@@ -87,6 +87,10 @@ class LocationSchema(StrictSchema):
     used_size = fields.Integer(strict=True, dump_only=True)
     file_count = fields.Integer(strict=True, dump_only=True)
     created_at = fields.DateTime(dump_only=True)
+    check = fields.Boolean(load_default=True, load_only=True, metadata={
+        "description": "prepare the location and refuse it (400, with the reason) unless it can serve: a local "
+                       "root is created, an S3 endpoint, its credentials and bucket are checked; false: add it as "
+                       "it is, touching nothing"})
 
 
 class LocationPatchSchema(StrictSchema):
@@ -96,6 +100,8 @@ class LocationPatchSchema(StrictSchema):
     config = fields.Dict(keys=fields.String(),
                          metadata={"description": "merged into the current config, then validated"})
     capacity = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=INT64_MAX))
+    check = fields.Boolean(load_default=True, load_only=True, metadata={
+        "description": "a changed config is prepared and checked as at creation; false: skip the check"})
 
 
 class LocationListSchema(Schema):

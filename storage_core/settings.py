@@ -177,6 +177,10 @@ class Settings:
     upload_expiry_hours: int = _setting(
         "STORAGE_UPLOAD_EXPIRY_HOURS", _int(1), 24,
         "Hours a multipart upload may stay idle before `storage-admin gc` removes it and its parts.")
+    ready_timeout: int = _setting(
+        "STORAGE_READY_TIMEOUT", _int(1), 2,
+        "Seconds /health/ready waits for the locations' checks (run in parallel); a location that has not "
+        "answered by then counts as unavailable, so a hung endpoint cannot make the instance look down.")
     max_upload_size: int = _setting(
         "STORAGE_MAX_UPLOAD_SIZE", _int(0), 5 * 1024 * GiB, "Largest accepted object, bytes (0: no limit).")
     restore_on_read: bool = _setting(

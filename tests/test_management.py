@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
 
 from tests.conftest import make_bucket
@@ -30,6 +33,80 @@ def test_location_lifecycle_hides_secrets(client, s3_server, s3_bucket_name):
         "name": "archive", "plugin": "s3", "config": config}).status_code == 409
     assert client.delete("/api/v1/storage-locations/archive").status_code == 204
     assert client.get("/api/v1/storage-locations/archive").status_code == 404
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def s3_body(config: dict, **fields) -> dict:
+    return {"name": "archive", "plugin": "s3", "tier": "cold", "config": config, **fields}
+
+
+@pytest.mark.parametrize("case", ["unreachable endpoint", "missing bucket", "refused credentials"])
+def test_an_s3_location_that_cannot_serve_is_refused_with_the_reason(client, s3_server, s3_bucket_name, case,
+                                                                    request):
+    if case == "unreachable endpoint":
+        config, reason = s3_server.config(s3_bucket_name, endpoint=f"127.0.0.1:{unused_port()}"), "refused"
+    elif case == "missing bucket":
+        config, reason = s3_server.config(s3_bucket_name, create_bucket=False), f"bucket {s3_bucket_name} missing"
+    else:
+        strict = request.getfixturevalue("authenticating_s3_server")
+        config, reason = s3_server.config(s3_bucket_name, endpoint=strict.endpoint), "AccessDenied"
+
+    refused = client.post("/api/v1/storage-locations", json=s3_body(config))
+    assert refused.status_code == 400, refused.json
+    assert refused.json["code"] == "InvalidArgument"
+    assert "cannot be used" in refused.json["detail"] and reason in refused.json["detail"], refused.json
+    assert client.get("/api/v1/storage-locations/archive").status_code == 404
+
+    unchecked = client.post("/api/v1/storage-locations", json=s3_body(config, check=False))
+    assert unchecked.status_code == 201, unchecked.json
+    assert "check" not in unchecked.json
+
+
+def test_a_reachable_s3_location_is_added_and_its_bucket_made(client, s3_server, s3_bucket_name):
+    import boto3
+
+    created = client.post("/api/v1/storage-locations", json=s3_body(s3_server.config(s3_bucket_name)))
+    assert created.status_code == 201, created.json
+    s3 = boto3.client("s3", endpoint_url=f"http://{s3_server.endpoint}", aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3.head_bucket(Bucket=s3_bucket_name)  # made when the location was added, not at the first upload
+
+
+def test_a_config_change_is_checked_too(client, s3_server, s3_bucket_name):
+    assert client.post("/api/v1/storage-locations", json=s3_body(s3_server.config(s3_bucket_name))).status_code == 201
+    moved = {"endpoint": f"127.0.0.1:{unused_port()}"}
+    refused = client.patch("/api/v1/storage-locations/archive", json={"config": moved})
+    assert refused.status_code == 400 and "refused" in refused.json["detail"], refused.json
+    assert client.get("/api/v1/storage-locations/archive").json["config"]["endpoint"] == s3_server.endpoint
+    unchecked = client.patch("/api/v1/storage-locations/archive", json={"config": moved, "check": False})
+    assert unchecked.status_code == 200 and unchecked.json["config"]["endpoint"] == moved["endpoint"]
+
+
+def test_a_local_root_that_cannot_be_made_is_refused(client, tmp_path):
+    (tmp_path / "a-file").write_bytes(b"")
+    refused = client.post("/api/v1/storage-locations", json={
+        "name": "hot", "plugin": "local", "config": {"root": str(tmp_path / "a-file" / "root")}})
+    assert refused.status_code == 400 and "cannot be created" in refused.json["detail"], refused.json
+
+
+def test_storage_admin_checks_an_s3_location_unless_told_not_to(tmp_path, s3_bucket_name):
+    from tests.test_cli import run_admin
+
+    env = {"STORAGE_DATA_DIR": str(tmp_path / "var"), "STORAGE_DATABASE_URL": ""}
+    assert run_admin(env, "db", "upgrade").returncode == 0
+    config = json.dumps({"endpoint": f"127.0.0.1:{unused_port()}", "access_key": "k", "secret_key": "s",
+                         "bucket": s3_bucket_name, "secure": False})
+    refused = run_admin(env, "location", "add", "archive", "--plugin", "s3", "--config", config)
+    assert refused.returncode == 2, refused.stderr
+    assert "cannot be used" in refused.stderr and "refused" in refused.stderr and "Traceback" not in refused.stderr
+    added = run_admin(env, "location", "add", "archive", "--plugin", "s3", "--config", config, "--no-check")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["name"] == "archive"
 
 
 def test_bucket_lifecycle(client, storage, local_location):

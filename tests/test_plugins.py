@@ -56,6 +56,7 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Locatio
     plugin: LocationPlugin
     if request.param == "local":
         plugin = LocalLocation({"root": str(tmp_path / "store")})
+        plugin.prepare()  # as when the location is added
     else:
         server: S3Server = request.getfixturevalue("s3_server")
         plugin = S3Location(server.config(request.getfixturevalue("s3_bucket_name")))
@@ -65,7 +66,9 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Locatio
 
 @pytest.fixture
 def local(tmp_path: Path) -> LocalLocation:
-    return LocalLocation({"root": str(tmp_path / "store")})
+    plugin = LocalLocation({"root": str(tmp_path / "store")})
+    plugin.prepare()
+    return plugin
 
 
 @pytest.fixture
@@ -357,13 +360,20 @@ def test_local_health_needs_the_root(tmp_path: Path) -> None:
     missing = LocalLocation({"root": str(tmp_path / "unmounted")})
     with pytest.raises(StorageUnavailable):
         missing.health()
-    # the root is not created by looking at it, only by writing
+    # the root is not created by looking at it, nor by writing (the mount point of an unmounted volume
+    # must not fill up): only by prepare(), when the location is added
+    assert not (tmp_path / "unmounted").exists()
+    with pytest.raises(StorageUnavailable, match="missing"):
+        missing.write_piece(CHECKSUM, 0, io.BytesIO(b"x"), 1)
     assert not (tmp_path / "unmounted").exists()
 
     (tmp_path / "a-file").write_bytes(b"")
     with pytest.raises(StorageUnavailable):
         LocalLocation({"root": str(tmp_path / "a-file")}).health()
+    with pytest.raises(StorageUnavailable, match="cannot be created"):
+        LocalLocation({"root": str(tmp_path / "a-file" / "below")}).prepare()
 
+    missing.prepare()
     missing.write_piece(CHECKSUM, 0, io.BytesIO(b"x"), 1)
     missing.health()
 
@@ -402,6 +412,7 @@ def test_local_read_closes_the_file_when_abandoned(local: LocalLocation) -> None
 
 def test_local_without_fsync(tmp_path: Path) -> None:
     plugin = LocalLocation({"root": str(tmp_path / "store"), "fsync": False})
+    plugin.prepare()
     plugin.write_piece(CHECKSUM, 0, io.BytesIO(b"abc"), 3)
 
     assert read_all(plugin, CHECKSUM, 0, 0, 3) == b"abc"

@@ -53,7 +53,12 @@ def reject_unsafe_text() -> None:
 def authenticate() -> None:
     """Before every request: who is asking (bad credentials are 401 here, before any work)."""
     if request.endpoint in OPEN_ENDPOINTS:
-        g.principal = ANONYMOUS_PRINCIPAL
+        # a probe never fails on credentials; a valid admin token only shows more (readiness details)
+        try:
+            g.principal = services().authenticator().authenticate(
+                request.method, request.path, request.headers.get("Authorization"), request.args.to_dict())
+        except StorageError:
+            g.principal = ANONYMOUS_PRINCIPAL
         return
     g.principal = services().authenticator().authenticate(
         request.method, request.path, request.headers.get("Authorization"), request.args.to_dict())

@@ -6,7 +6,7 @@ from flask import Response
 from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from storage_core.blueprints.common import services
+from storage_core.blueprints.common import principal, services
 from storage_core.metrics import RestoreFigures, database_registry, registry
 
 blp = Blueprint("health", __name__, description="Health and metrics")
@@ -22,9 +22,15 @@ def live() -> dict:
 @blp.route("/health/ready", methods=["GET"])
 @blp.doc(responses={"200": {"description": "ready"}, "503": {"description": "a dependency is down"}})
 def ready() -> tuple[dict, int]:
-    """The database answers and every enabled location is healthy."""
+    """This instance can serve: the database answers and at least one enabled location is readable.
+
+    ``degraded`` (still 200): some enabled location is not readable. Only admins see which checks failed
+    and why (location names, endpoints, paths); anyone else, a load balancer included, sees the status."""
     report = services().health_service().readiness()
-    return report, 200 if report["status"] == "ok" else 503
+    code = 503 if report["status"] == "unavailable" else 200
+    if not principal().is_admin:
+        report = {"status": report["status"]}
+    return report, code
 
 
 @blp.route("/metrics", methods=["GET"])

@@ -26,7 +26,8 @@ def list_locations() -> dict:
 @blp.response(201, LocationSchema)
 def create_location(body: dict) -> dict:
     """Create a location; its config is validated by the plugin's own schema."""
-    return services().location_service().create(body)
+    check = body.pop("check")
+    return services().location_service().create(body, check=check)
 
 
 @blp.route("/storage-locations/<name>", methods=["GET"])
@@ -42,7 +43,8 @@ def get_location(name: str) -> dict:
 @blp.response(200, LocationSchema)
 def update_location(body: dict, name: str) -> dict:
     """Change tier, priority, enabled, capacity or (merged) config."""
-    return services().location_service().update(name, body)
+    check = body.pop("check")
+    return services().location_service().update(name, body, check=check)
 
 
 @blp.route("/storage-locations/<name>", methods=["DELETE"])

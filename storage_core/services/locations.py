@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from profiles import profile
 from storage_core.db import transaction
-from storage_core.errors import Conflict, InsufficientStorage, InvalidArgument, NotFound
+from storage_core.errors import Conflict, InsufficientStorage, InvalidArgument, NotFound, StorageUnavailable
 from storage_core.models import Access, CopyState, File, FileCopy, Purpose, StorageLocation
 from storage_core.names import validate_location_name
-from storage_core.plugin import PluginRegistry
+from storage_core.plugin import LocationPlugin, PluginRegistry
 from storage_core.services.sources import serving_order
 
 
@@ -107,12 +107,31 @@ class LocationService:
                 f"this {plugin} configuration makes a nearline location (its pieces must be restored before "
                 "they are read): create it with access nearline")
 
-    def create(self, data: dict[str, Any]) -> dict[str, Any]:
+    def prepare(self, name: str, plugin_cls: type[LocationPlugin], config: dict[str, Any]) -> None:
+        """``InvalidArgument`` with the reason unless the location can serve (``LocationPlugin.prepare``)."""
+        plugin = plugin_cls(config)
+        try:
+            plugin.prepare()
+        except StorageUnavailable as exc:
+            raise InvalidArgument(f"storage location {name!r} cannot be used: {exc.detail} "
+                                  "(add it with check false to skip this check)") from None
+        finally:
+            plugin.close()
+
+    def create(self, data: dict[str, Any], check: bool = True) -> dict[str, Any]:
+        """Add a location; ``check``: prepare it first (a local root is made, an S3 bucket reached) and
+        refuse it if it cannot serve. Without the check nothing is touched: it is added as it is."""
         validate_location_name(data["name"])
         plugin_cls = self.registry.get(data["plugin"])
         config = plugin_cls.validate_config(data["config"])
         access, purpose = data.get("access", Access.ONLINE), data.get("purpose", Purpose.STORAGE)
         self._check_access(data["plugin"], config, access, purpose)
+        if check:
+            with transaction(self.session_factory) as session:
+                # before preparing, so that a duplicate name touches no disk and reaches no endpoint
+                if session.scalar(select(StorageLocation.id).where(StorageLocation.name == data["name"])):
+                    raise Conflict(f"storage location {data['name']!r} already exists")
+            self.prepare(data["name"], plugin_cls, config)
         try:
             with transaction(self.session_factory) as session:
                 location = StorageLocation(
@@ -126,14 +145,18 @@ class LocationService:
         except IntegrityError:
             raise Conflict(f"storage location {data['name']!r} already exists") from None
 
-    def update(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def update(self, name: str, changes: dict[str, Any], check: bool = True) -> dict[str, Any]:
+        """Change a location; a new ``config`` is prepared and checked as at creation, unless ``check`` is off."""
         with transaction(self.session_factory) as session:
             location = get_location(session, name)
             if "config" in changes:
                 plugin_cls = self.registry.get(location.plugin)
                 # Merging keeps write-only secrets that the client cannot read back.
-                location.config = plugin_cls.validate_config({**location.config, **changes.pop("config")})
-                self._check_access(location.plugin, location.config, location.access, location.purpose)
+                config = plugin_cls.validate_config({**location.config, **changes.pop("config")})
+                self._check_access(location.plugin, config, location.access, location.purpose)
+                if check and config != location.config:
+                    self.prepare(name, plugin_cls, config)
+                location.config = config
             for field, value in changes.items():
                 setattr(location, field, value)
             session.flush()

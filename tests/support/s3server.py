@@ -53,3 +53,48 @@ def s3_server() -> Iterator[S3Server]:
 def s3_bucket_name() -> str:
     """A bucket name no other test uses (the server's state lives for the whole session)."""
     return f"test-{uuid.uuid4().hex[:24]}"
+
+
+class AuthenticatingS3Server:
+    """A moto S3 server in a process of its own that checks credentials (moto's IAM authorization on from
+    the first request): no access key is known to it, so every request is refused as a real S3 refuses
+    bad credentials. Its own process, since moto keeps that switch in a global the session's server shares.
+    """
+
+    def __init__(self) -> None:
+        import os
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import requests
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.endpoint = f"127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://{self.endpoint}/moto-api/", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("moto server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def authenticating_s3_server() -> Iterator[AuthenticatingS3Server]:
+    server = AuthenticatingS3Server()
+    yield server
+    server.stop()
