@@ -13,6 +13,7 @@ from flask_smorest import Api
 import profiles
 from storage_core.blueprints import ALL_BLUEPRINTS
 from storage_core.blueprints.common import authenticate, install_error_handlers, reject_unsafe_text
+from storage_core.blueprints.inputs import JsonLimitedRequest, check_json_body, check_request_target
 from storage_core.console import blp as console_blueprint
 from storage_core.container import Container, build_container
 from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
@@ -72,6 +73,7 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
         container = build_container(settings, active)
 
     app = Flask("storage_core", static_folder=None)
+    app.request_class = JsonLimitedRequest
     app.config.update(
         API_TITLE=API_TITLE,
         API_VERSION=API_VERSION,
@@ -92,8 +94,10 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
     install_error_handlers(app)
     container.authenticator()  # a missing key stops the start here, not at the first request
     app.before_request(start_request)
+    app.before_request(check_request_target)
     app.before_request(reject_unsafe_text)
     app.before_request(authenticate)
+    app.before_request(check_json_body)
     app.after_request(finish_request)
 
     log.info("app ready with profiles %s", ", ".join(sorted(active)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -11,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gunicorn import glogging
+from gunicorn import glogging, util
+from gunicorn.workers import ggevent
 
 from profiles import active_profiles
 from storage_core.errors import ConfigurationError
@@ -31,13 +33,38 @@ class GunicornLogger(glogging.Logger):
         return None
 
 
+# gunicorn's own answers (it refuses these requests before the app sees them): stable codes as the app's
+GUNICORN_CODES = {400: "InvalidArgument", 403: "Forbidden", 414: "URITooLong", 417: "ExpectationFailed",
+                  431: "RequestHeaderFieldsTooLarge", 500: "InternalError", 501: "NotImplemented"}
+
+
+def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
+    """``gunicorn.util.write_error`` as problem+json: a request line over ``limit_request_line`` (414), a
+    header field over ``limit_request_field_size`` or too many fields (431), a malformed request (400)."""
+    body = json.dumps({"type": "about:blank", "title": reason, "status": status, "detail": message,
+                       "code": GUNICORN_CODES.get(status, reason.replace(" ", ""))}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    util.write_nonblock(sock, head + body)
+
+
+class GeventWorker(ggevent.GeventWorker):
+    """gunicorn's gevent worker, whose own error answers are problem+json like every answer of the app
+    (gunicorn writes them as HTML through ``util.write_error``, looked up at each use: replaced here, in
+    the worker process only)."""
+
+    def init_process(self) -> None:
+        util.write_error = write_problem
+        super().init_process()
+
+
 def gunicorn_options(settings: Settings) -> dict[str, object]:
     """The gunicorn settings of both bootstraps, every figure from ``Settings``."""
     return {
         # the S3 API listens on a second address served by the same workers (storage_core.app.Listeners)
         "bind": [settings.bind, settings.s3_bind] if settings.s3_bind else settings.bind,
         "workers": settings.workers,
-        "worker_class": "gevent",
+        "worker_class": "storage_core.serving.GeventWorker",
         "worker_connections": settings.worker_connections,
         "timeout": settings.timeout,
         "graceful_timeout": settings.graceful_timeout,
@@ -46,8 +73,12 @@ def gunicorn_options(settings: Settings) -> dict[str, object]:
         "logger_class": "storage_core.serving.GunicornLogger",
         "loglevel": settings.log_level.lower(),
         "logconfig_dict": logging_config(settings.log_level),
-        # big uploads and downloads are streamed; never buffer request lines beyond the defaults
+        # big uploads and downloads are streamed; never buffer request lines beyond the defaults. A key
+        # (1024 bytes, 3072 percent-encoded) fits the request line; a header field holds 8190 bytes, well over
+        # the 100 ranges a Range header may name. Over these gunicorn answers itself (write_problem).
         "limit_request_line": 8190,
+        "limit_request_field_size": 8190,
+        "limit_request_fields": 100,
         # gunicorn >= 27 opens a control socket at one fixed path per user; several instances on a host
         # (two downloaders, tests, benchmarks) would fight over it, and nothing here uses it
         "control_socket_disable": True,

@@ -181,6 +181,10 @@ class Settings:
         "STORAGE_READY_TIMEOUT", _int(1), 2,
         "Seconds /health/ready waits for the locations' checks (run in parallel); a location that has not "
         "answered by then counts as unavailable, so a hung endpoint cannot make the instance look down.")
+    max_json_bytes: int = _setting(
+        "STORAGE_MAX_JSON_BYTES", _int(1), 1 * MiB,
+        "Largest JSON request body, bytes: 413 from its Content-Length before it is read, or once a chunked "
+        "body passes it.")
     max_upload_size: int = _setting(
         "STORAGE_MAX_UPLOAD_SIZE", _int(0), 5 * 1024 * GiB, "Largest accepted object, bytes (0: no limit).")
     restore_on_read: bool = _setting(
