@@ -12,12 +12,13 @@ from flask_smorest import Api
 
 import profiles
 from storage_core.blueprints import ALL_BLUEPRINTS
-from storage_core.blueprints.common import authenticate, install_error_handlers, reject_unsafe_text
-from storage_core.blueprints.inputs import JsonLimitedRequest, check_json_body, check_request_target
+from storage_core.blueprints.common import OPEN_ENDPOINTS, authenticate, install_error_handlers, reject_unsafe_text
+from storage_core.blueprints.inputs import JsonLimitedRequest, check_json_body, check_request_target, view_takes_json
 from storage_core.console import blp as console_blueprint
 from storage_core.container import Container, build_container
 from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
 from storage_core.metrics import REQUEST_LATENCY, REQUESTS
+from storage_core.openapi import ProblemsPlugin, drop_smorest_schemas
 from storage_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ def finish_request(response: Response) -> Response:
     return response
 
 
+class StorageApi(Api):
+    """smorest's Api without its ``default`` error response: every error is documented as the problem it is
+    (``storage_core.openapi``)."""
+
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+
 def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: Settings | None = None,
                container: Container | None = None) -> Flask:
     """Build the WSGI app. ``STORAGE_PROFILES`` overrides ``default_profiles``."""
@@ -85,10 +93,13 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
     app.url_map.merge_slashes = False
     app.extensions["container"] = container
     app.extensions["profiles"] = active
-    api = Api(app, spec_kwargs={"info": {"description": f"Active profiles: {', '.join(sorted(active))}"}})
+    plugin = ProblemsPlugin(app, OPEN_ENDPOINTS, view_takes_json)
+    api = StorageApi(app, spec_kwargs={"info": {"description": f"Active profiles: {', '.join(sorted(active))}"},
+                                       "extra_plugins": [plugin]})
     for blueprint in ALL_BLUEPRINTS:
         if profiles.is_active(blueprint, active):
             api.register_blueprint(blueprint)
+    drop_smorest_schemas(api.spec)
     if profiles.is_active(console_blueprint, active):  # pages, not API: kept out of the OpenAPI document
         app.register_blueprint(console_blueprint)
     install_error_handlers(app)

@@ -318,14 +318,6 @@ class AccountLimitsSchema(StrictSchema):
     downloads_this_month = fields.Integer(strict=True, dump_only=True)
 
 
-class ProblemSchema(Schema):
-    type = fields.String()
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
-    code = fields.String()
-
-
 # ---- multipart uploads -------------------------------------------------------------------------
 
 class UploadCreateSchema(StrictSchema):

@@ -37,7 +37,12 @@ from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import Engine
 
 from storage_core.app import create_app
@@ -147,12 +152,15 @@ class World:
             normalised = posixpath.normpath(root).lstrip("/")  # no '..' climbs out of tmp_path
             config["root"] = f"{self.root / 'fuzz-roots'}/{normalised}"
 
-    def check(self, what: str, status: int, content_type: str | None, body: bytes, method: str) -> None:
-        """No 5xx, nothing logged at ERROR, every error answer a problem+json with a ``code``."""
+    def check(self, what: str, status: int, content_type: str | None, body: bytes, method: str,
+              path: str = "") -> None:
+        """No 5xx, nothing logged at ERROR, every error answer a problem+json with a ``code`` (but readiness,
+        whose 503 is its own report)."""
         logged = self.errors.take()
-        assert status < 500, f"{what} -> {status}\n{body[:500]!r}\n{logged}"
+        not_ready = path == "/health/ready" and status == 503
+        assert status < 500 or not_ready, f"{what} -> {status}\n{body[:500]!r}\n{logged}"
         assert not logged, f"{what} -> {status}, but the app logged an error:\n{logged}"
-        if status >= 400 and method.upper() != "HEAD":
+        if status >= 400 and method.upper() != "HEAD" and not not_ready:
             mime = (content_type or "").split(";")[0].strip()
             assert mime == PROBLEM_JSON, f"{what} -> {status} as {content_type!r}: {body[:300]!r}"
             problem = json.loads(body)
@@ -212,6 +220,15 @@ SEEDED_FIELDS = {
 }
 
 
+def leave_out_known_failures(case: Any) -> None:
+    """A presigned URL's signature that is not ASCII is a 500 (hmac.compare_digest refuses such strings:
+    test_a_non_ascii_presign_signature_is_not_a_server_error); keep it ASCII until that is fixed."""
+    query = case.query or {}
+    signature = query.get("X-Storage-Signature")
+    if isinstance(signature, str) and not signature.isascii():
+        query["X-Storage-Signature"] = signature.encode("ascii", "backslashreplace").decode()
+
+
 def aim_at_seed(case: Any, data: Any) -> None:
     """Half the time, point a generated path parameter or body field at the seeded world instead."""
     for name, strategy in SEEDED.items():
@@ -237,21 +254,30 @@ def api_schema(app: Any, request: pytest.FixtureRequest) -> Any:
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+# what the document promises about each answer: its status is documented for the operation, its media type
+# and headers are the documented ones, its body matches the documented schema (problems included)
+CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
+               response_schema_conformance]
+
+
 @schema.parametrize()
 @schema.given(data=st.data())
 @hsettings(FUZZ, max_examples=75)
-def test_openapi_operations(case: Any, data: Any, world: World) -> None:
-    """Every operation of the active profile: never a 5xx; 2xx bodies match the documented schema;
-    errors are problem+json with a code."""
+def test_openapi_operations(case: Any, data: Any, world: World, auth: Any) -> None:
+    """Every operation of the active profile, as an admin or anonymously: never a 5xx; every answer conforms
+    to the document (status, media type, headers, body); errors are problem+json with a code."""
     aim_at_seed(case, data)
+    leave_out_known_failures(case)
     world.sandbox(case.body)
     world.ensure()
-    response = case.call()
+    as_admin = data.draw(st.booleans(), label="as admin")
+    response = case.call(headers=auth.admin if as_admin else None)
     world.touched(case.method, response.status_code)
-    event(str(response.status_code))
+    event(f"{'admin' if as_admin else 'anonymous'} {response.status_code}")
     content_type = (response.headers.get("content-type") or [None])[0]
-    world.check(case.as_curl_command(), response.status_code, content_type, response.content, case.method)
-    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+    world.check(case.as_curl_command(), response.status_code, content_type, response.content, case.method,
+                case.path)
+    case.validate_response(response, checks=CONFORMANCE)
 
 
 # ---- hypothesis: Range and conditional headers on a real object ----------------------------------
@@ -480,3 +506,10 @@ def test_presign_without_a_url_secret_is_not_a_server_error(settings: Settings, 
     no_secret = dataclasses.replace(settings, url_signing_secret="", jwt_secret="", auth_disabled=True)
     app = create_app(settings=no_secret, container=make_container(no_secret, engine, ACTIVE))
     send(app.test_client(), world, "POST", f"{OBJECT_URL}/presign", json={"expires_in": 60})
+
+
+@pytest.mark.xfail(strict=True, reason="auth.verify_presigned compares a non-ASCII signature with hmac.compare_digest, "
+                   "which raises TypeError (500); left to the presigned-URL work of issue 9 point 4")
+def test_a_non_ascii_presign_signature_is_not_a_server_error(client: Any, world: World) -> None:
+    send(client, world, "GET", f"{OBJECT_URL}?X-Storage-Expires=1&X-Storage-Account=a&X-Storage-Signature=%C3%A9",
+         headers={"Authorization": ""})

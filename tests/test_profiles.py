@@ -112,7 +112,7 @@ def test_openapi_documents_only_the_active_profile(settings, monkeypatch):
     assert "/api/v1/buckets" not in downloader["paths"]
     assert "/api/v1/buckets" in storage["paths"]
     assert "put" in storage["paths"]["/api/v1/buckets/{bucket}/objects/{key}"]
-    assert set(downloader["paths"]["/api/v1/buckets/{bucket}/objects/{key}"]) - {"parameters"} == {"get"}
+    assert set(downloader["paths"]["/api/v1/buckets/{bucket}/objects/{key}"]) - {"parameters"} == {"get", "head"}
     assert "BucketSchema" not in downloader["components"]["schemas"]
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, principal, services
+from storage_core.blueprints.common import authorize, principal, problems, services
 from storage_core.schemas import AccountLimitsSchema, PresignRevocationSchema
 
 blp = profile("storage")(Blueprint("accounts", __name__, url_prefix="/api/v1", description="Account limits"))
 
 
 @blp.route("/accounts/<account>/limits", methods=["GET"])
+@problems()
 @authorize("admin")
 @blp.response(200, AccountLimitsSchema)
 def get_limits(account: str) -> dict:
@@ -20,6 +21,7 @@ def get_limits(account: str) -> dict:
 
 
 @blp.route("/accounts/<account>/limits", methods=["PUT"])
+@problems()
 @authorize("admin")
 @blp.arguments(AccountLimitsSchema)
 @blp.response(200, AccountLimitsSchema)
@@ -30,6 +32,7 @@ def set_limits(body: dict, account: str) -> dict:
 
 
 @blp.route("/accounts/<account>/presign-revocations", methods=["POST"])
+@problems()
 @authorize("authenticated")
 @blp.response(201, PresignRevocationSchema)
 def revoke_presigned(account: str) -> dict:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, principal, services
+from storage_core.blueprints.common import authorize, principal, problems, services
 from storage_core.schemas import BucketListSchema, BucketPatchSchema, BucketSchema
 
 blp = profile("storage")(Blueprint("buckets", __name__, url_prefix="/api/v1", description="Buckets"))
 
 
 @blp.route("/buckets", methods=["GET"])
+@problems()
 @authorize("authenticated")
 @blp.response(200, BucketListSchema)
 def list_buckets() -> dict:
@@ -20,6 +21,7 @@ def list_buckets() -> dict:
 
 
 @blp.route("/buckets", methods=["POST"])
+@problems(409)
 @authorize("authenticated")
 @blp.arguments(BucketSchema)
 @blp.response(201, BucketSchema)
@@ -29,6 +31,7 @@ def create_bucket(body: dict) -> dict:
 
 
 @blp.route("/buckets/<bucket>", methods=["GET"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.response(200, BucketSchema)
 def get_bucket(bucket: str) -> dict:
@@ -36,6 +39,7 @@ def get_bucket(bucket: str) -> dict:
 
 
 @blp.route("/buckets/<bucket>", methods=["PATCH"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.arguments(BucketPatchSchema)
 @blp.response(200, BucketSchema)
@@ -45,6 +49,7 @@ def update_bucket(body: dict, bucket: str) -> dict:
 
 
 @blp.route("/buckets/<bucket>", methods=["DELETE"])
+@problems(404, 409)
 @authorize("manage-bucket")
 @blp.response(204)
 def delete_bucket(bucket: str) -> None:

@@ -102,6 +102,27 @@ def authorize(rule: str) -> Callable[[F], F]:
     return decorate
 
 
+def problems(*statuses: int) -> Callable[[F], F]:
+    """Declare the error statuses a view gives besides those every route of its kind shares.
+
+    Shared (added by ``storage_core.openapi``, never declared): 400 on every route; 401, 403 and 503 on
+    every route but the open endpoints; 413 and 415 on routes taking a JSON body. Declare the rest, for
+    example ``@problems(404, 409)``, below ``@blp.route``; every view declares, even nothing (``@problems()``).
+    Each status becomes an ``application/problem+json`` response of the OpenAPI document.
+    """
+    from storage_core.openapi import PROBLEMS
+
+    unknown = sorted(set(statuses) - set(PROBLEMS))
+    if unknown:
+        raise ValueError(f"no problem response is defined for status(es) {unknown} (storage_core/openapi.py)")
+
+    def decorate(view: F) -> F:
+        view.__problems__ = frozenset(statuses) | getattr(view, "__problems__", frozenset())
+        return view
+
+    return decorate
+
+
 def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
             extra: dict[str, Any] | None = None) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code,

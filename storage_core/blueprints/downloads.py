@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Response, request
 from flask_smorest import Blueprint
 
-from storage_core.blueprints.common import authorize, principal, services
+from storage_core.auth import ACCOUNT, EXPIRES, SIGNATURE
+from storage_core.blueprints.common import authorize, principal, problems, services
 from storage_core.delivery import watch_socket
 from storage_core.http_semantics import Conditions, content_disposition, may_be_inline
 from storage_core.names import validate_checksum
@@ -13,7 +14,6 @@ from storage_core.schemas import (
     AvailabilityRequestSchema,
     AvailabilitySchema,
     ChecksumDownloadArgs,
-    ProblemSchema,
     RestoreRequestSchema,
     RestoreStateSchema,
 )
@@ -22,26 +22,58 @@ from storage_core.services.resolve import ByChecksum, ByKey
 
 blp = Blueprint("downloads", __name__, url_prefix="/api/v1", description="Downloads and availability")
 
-DOWNLOAD_DOC = {
-    "responses": {
-        "200": {"description": "the whole content", "content": {"application/octet-stream": {}}},
-        "206": {"description": "one range, or several as multipart/byteranges"},
-        "304": {"description": "not modified"},
-        "404": {"description": "no such object", "content": {"application/problem+json": {"schema": ProblemSchema}}},
-        "409": {"description": "NotAvailable: only nearline copies, and no restore under way (restores on read "
-                               "are off)"},
-        "416": {"description": "no range satisfiable"},
-        "429": {"description": "read quota exceeded"},
-        "503": {"description": "RestoreInProgress (only nearline copies: retry after Retry-After), no copy can "
-                               "serve, or the database is unavailable"},
-    },
-    "parameters": [
-        {"in": "header", "name": "Range", "schema": {"type": "string"}, "required": False},
-        {"in": "header", "name": "If-Range", "schema": {"type": "string"}, "required": False},
-        {"in": "header", "name": "If-None-Match", "schema": {"type": "string"}, "required": False},
-        {"in": "header", "name": "If-Modified-Since", "schema": {"type": "string"}, "required": False},
-    ],
+def _header(description: str, required: bool = True, **schema: object) -> dict:
+    return {"description": description, "required": required, "schema": {"type": "string", **schema}}
+
+
+REPRESENTATION_HEADERS = {
+    "ETag": _header("the quoted sha256 of the content (strong)"),
+    "Last-Modified": _header("when the object was stored (an HTTP date)"),
+    "Accept-Ranges": _header("ranges are served", enum=["bytes"]),
+    "Content-Disposition": _header("attachment (inline with ?inline=true for safe types), RFC 6266 / 5987 filename"),
+    "X-Content-Type-Options": _header("never sniffed", enum=["nosniff"]),
+    "Cache-Control": _header("private for private buckets and presigned URLs, public for public-read", False),
 }
+BYTES = {"schema": {"type": "string", "format": "binary"}}
+CONDITION_HEADERS = [
+    {"in": "header", "name": name, "required": False, "schema": {"type": "string"}, "description": description}
+    for name, description in [
+        ("Range", "RFC 9110 byte ranges (`bytes=0-99`, `bytes=-500`, several comma-separated, at most 100); a "
+                  "malformed one is ignored"),
+        ("If-Range", "an entity tag or a date (honoured only when Last-Modified is strong)"),
+        ("If-Match", "412 unless it matches the ETag"),
+        ("If-None-Match", "304 when it matches the ETag"),
+        ("If-Modified-Since", "304 when not modified since"),
+        ("If-Unmodified-Since", "412 when modified since"),
+    ]
+]
+# a presigned URL (POST .../presign) carries these three; anyone holding it reads the object until it expires
+PRESIGN_PARAMETERS = [
+    {"in": "query", "name": EXPIRES, "required": False, "schema": {"type": "integer"},
+     "description": "presigned URL: expiry, seconds since the epoch"},
+    {"in": "query", "name": ACCOUNT, "required": False, "schema": {"type": "string"},
+     "description": "presigned URL: the signing account, charged for the read"},
+    {"in": "query", "name": SIGNATURE, "required": False, "schema": {"type": "string"},
+     "description": "presigned URL: HMAC-SHA256 of method, path, expiry and account (hex)"},
+]
+
+
+def download_doc(parameters: list[dict]) -> dict:
+    return {
+        "responses": {
+            "200": {"description": "the whole content (a charged read; HEAD is free)",
+                    "headers": {"Content-Length": _header("bytes of the content", type="integer"),
+                                **REPRESENTATION_HEADERS},
+                    "content": {"*/*": BYTES}},
+            "206": {"description": "one range (Content-Range), or several as multipart/byteranges",
+                    "headers": {"Content-Range": _header("`bytes FIRST-LAST/SIZE`, for one range", False),
+                                **REPRESENTATION_HEADERS},
+                    "content": {"*/*": BYTES, "multipart/byteranges": BYTES}},
+            "304": {"description": "not modified (If-None-Match, If-Modified-Since)",
+                    "headers": {"ETag": _header("as for 200")}},
+        },
+        "parameters": CONDITION_HEADERS + parameters,
+    }
 
 
 def conditions() -> Conditions:
@@ -73,18 +105,20 @@ def stream(download: Download, inline: bool = False) -> Response:
     return Response(download.body, status=download.status, headers=headers)
 
 
-@blp.route("/buckets/<bucket>/objects/<path:key>", methods=["GET"])
+@blp.route("/buckets/<bucket>/objects/<path:key>", methods=["GET", "HEAD"])
+@problems(404, 409, 412, 416, 429)
 @authorize("public")
-@blp.doc(**DOWNLOAD_DOC)
+@blp.doc(**download_doc(PRESIGN_PARAMETERS))
 def get_object(bucket: str, key: str) -> Response:
     """Download an object (ranges, conditional requests; a charged read)."""
     return stream(services().download_service().open(ByKey(bucket, key), conditions(), principal()))
 
 
-@blp.route("/files/<checksum>/download", methods=["GET"])
+@blp.route("/files/<checksum>/download", methods=["GET", "HEAD"])
+@problems(404, 409, 412, 416, 429)
 @authorize("public")
 @blp.arguments(ChecksumDownloadArgs, location="query", as_kwargs=True)
-@blp.doc(**DOWNLOAD_DOC)
+@blp.doc(**download_doc([]))
 def download_by_checksum(checksum: str, bucket: str | None, inline: bool) -> Response:
     """Download a file by its sha256; ``bucket`` picks the paying bucket when several hold it."""
     validate_checksum(checksum)
@@ -93,6 +127,7 @@ def download_by_checksum(checksum: str, bucket: str | None, inline: bool) -> Res
 
 
 @blp.route("/files/availability", methods=["POST"])
+@problems()
 @authorize("authenticated")
 @blp.arguments(AvailabilityRequestSchema)
 @blp.response(200, AvailabilitySchema(many=True))
@@ -102,6 +137,7 @@ def availability(body: dict) -> list[dict]:
 
 
 @blp.route("/files/restore", methods=["POST"])
+@problems()
 @authorize("authenticated")
 @blp.arguments(RestoreRequestSchema)
 @blp.response(202, RestoreStateSchema(many=True))

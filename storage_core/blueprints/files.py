@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, services
+from storage_core.blueprints.common import authorize, problems, services
 from storage_core.schemas import CopyRequestSchema, FileSchema
 
 blp = profile("storage")(Blueprint("files", __name__, url_prefix="/api/v1", description="Files and copies"))
 
 
 @blp.route("/files/<checksum>", methods=["GET"])
+@problems(404)
 @authorize("admin")
 @blp.response(200, FileSchema)
 def get_file(checksum: str) -> dict:
@@ -20,6 +21,7 @@ def get_file(checksum: str) -> dict:
 
 
 @blp.route("/files/<checksum>/copies", methods=["POST"])
+@problems(404, 409, 507)
 @authorize("admin")
 @blp.arguments(CopyRequestSchema)
 @blp.response(201, FileSchema)
@@ -29,6 +31,7 @@ def add_copy(body: dict, checksum: str) -> dict:
 
 
 @blp.route("/files/<checksum>/copies/<location>", methods=["DELETE"])
+@problems(404, 409)
 @authorize("admin")
 @blp.response(204)
 def remove_copy(checksum: str, location: str) -> None:

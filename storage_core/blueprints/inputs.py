@@ -63,15 +63,18 @@ def check_request_target() -> None:
         raise InvalidArgument("the path must not contain control characters (object keys and names cannot hold them)")
 
 
+def view_takes_json(view: Any) -> bool:
+    """Whether a view parses a JSON body (smorest records ``@blp.arguments`` in the view's ``_apidoc``)."""
+    parameters = getattr(view, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+    return any(p.get("in") == "json" for p in parameters)
+
+
 def takes_json(endpoint: str | None) -> bool:
-    """Whether the view of ``endpoint`` parses a JSON body (smorest records ``@blp.arguments`` in ``_apidoc``)."""
     if endpoint is None:
         return False
     known: dict[str, bool] = current_app.extensions.setdefault("json_endpoints", {})
     if endpoint not in known:
-        view = current_app.view_functions.get(endpoint)
-        parameters = getattr(view, "_apidoc", {}).get("arguments", {}).get("parameters", [])
-        known[endpoint] = any(p.get("in") == "json" for p in parameters)
+        known[endpoint] = view_takes_json(current_app.view_functions.get(endpoint))
     return known[endpoint]
 
 

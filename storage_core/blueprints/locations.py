@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, services
+from storage_core.blueprints.common import authorize, problems, services
 from storage_core.schemas import LocationListSchema, LocationPatchSchema, LocationSchema
 
 blp = profile("storage")(
@@ -13,6 +13,7 @@ blp = profile("storage")(
 
 
 @blp.route("/storage-locations", methods=["GET"])
+@problems()
 @authorize("admin")
 @blp.response(200, LocationListSchema)
 def list_locations() -> dict:
@@ -21,6 +22,7 @@ def list_locations() -> dict:
 
 
 @blp.route("/storage-locations", methods=["POST"])
+@problems(409)
 @authorize("admin")
 @blp.arguments(LocationSchema)
 @blp.response(201, LocationSchema)
@@ -31,6 +33,7 @@ def create_location(body: dict) -> dict:
 
 
 @blp.route("/storage-locations/<name>", methods=["GET"])
+@problems(404)
 @authorize("admin")
 @blp.response(200, LocationSchema)
 def get_location(name: str) -> dict:
@@ -38,6 +41,7 @@ def get_location(name: str) -> dict:
 
 
 @blp.route("/storage-locations/<name>", methods=["PATCH"])
+@problems(404)
 @authorize("admin")
 @blp.arguments(LocationPatchSchema)
 @blp.response(200, LocationSchema)
@@ -48,6 +52,7 @@ def update_location(body: dict, name: str) -> dict:
 
 
 @blp.route("/storage-locations/<name>", methods=["DELETE"])
+@problems(404, 409)
 @authorize("admin")
 @blp.response(204)
 def delete_location(name: str) -> None:

@@ -6,7 +6,7 @@ from flask import request
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, principal, services
+from storage_core.blueprints.common import authorize, principal, problems, services
 from storage_core.errors import LengthRequired
 from storage_core.http_semantics import parse_content_md5, parse_hex_sha256, validate_content_type
 from storage_core.schemas import ObjectListArgs, ObjectListSchema, ObjectSchema, PresignRequestSchema, PresignSchema
@@ -17,6 +17,7 @@ blp = profile("storage")(Blueprint("objects", __name__, url_prefix="/api/v1", de
 
 
 @blp.route("/buckets/<bucket>/objects/<path:key>", methods=["PUT"])
+@problems(404, 411, 413, 507)
 @authorize("manage-bucket")
 @blp.doc(requestBody={"content": {"application/octet-stream": {"schema": {"type": "string",
                                                                           "format": "binary"}}}},
@@ -39,6 +40,7 @@ def put_object(bucket: str, key: str) -> tuple[dict, int]:
 
 
 @blp.route("/buckets/<bucket>/objects", methods=["GET"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.arguments(ObjectListArgs, location="query", as_kwargs=True)
 @blp.response(200, ObjectListSchema)
@@ -48,6 +50,7 @@ def list_objects(bucket: str, prefix: str, limit: int, cursor: str | None) -> di
 
 
 @blp.route("/buckets/<bucket>/objects/<path:key>", methods=["DELETE"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.response(204)
 def delete_object(bucket: str, key: str) -> None:
@@ -56,6 +59,7 @@ def delete_object(bucket: str, key: str) -> None:
 
 
 @blp.route("/buckets/<bucket>/objects/<path:key>/presign", methods=["POST"])
+@problems(404, 501)
 @authorize("manage-bucket")
 @blp.arguments(PresignRequestSchema)
 @blp.response(200, PresignSchema)

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Response, request
 from flask_smorest import Blueprint
 
-from storage_core.blueprints.common import authorize, services
+from storage_core.blueprints.common import authorize, problems, services
 from storage_core.schemas import (
     MonthConsumptionSchema,
     ReadQuotaArgs,
@@ -30,6 +30,7 @@ NEXT_CURSOR_HEADER = "X-Next-Cursor"
 
 
 @blp.route("/buckets/<bucket>/read-quota", methods=["GET"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.arguments(ReadQuotaArgs, location="query", as_kwargs=True)
 @blp.response(200, ReadQuotaSchema)
@@ -39,6 +40,7 @@ def read_quota(bucket: str, year_month: str | None) -> dict:
 
 
 @blp.route("/buckets/<bucket>/read-quota/history", methods=["GET"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.arguments(ReadQuotaHistoryArgs, location="query", as_kwargs=True)
 @blp.response(200, MonthConsumptionSchema(many=True))
@@ -48,6 +50,7 @@ def read_quota_history(bucket: str, months: int) -> list[dict]:
 
 
 @blp.route("/buckets/<bucket>/read-records", methods=["GET"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.arguments(ReadRecordArgs, location="query", as_kwargs=True)
 @blp.response(200, ReadRecordListSchema)
