@@ -10,7 +10,7 @@ DOWNLOADER_S3_BIND ?= 127.0.0.1:9001
 
 export STORAGE_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: install run run-downloader test test-storage test-downloader lint bench bench-s3 clean
+.PHONY: install run run-downloader test test-storage test-downloader test-sqlite lint bench bench-s3 clean
 
 install: $(STAMP)
 
@@ -62,14 +62,22 @@ run-downloader: install $(DEV_SECRET)
 	echo "  S3 (GetObject, HeadObject) on http://$(DOWNLOADER_S3_BIND): aws --endpoint-url http://$(DOWNLOADER_S3_BIND) s3 cp s3://default/somefile copy" && \
 	STORAGE_BIND=$(DOWNLOADER_BIND) STORAGE_S3_BIND=$(DOWNLOADER_S3_BIND) exec $(BIN)/downloader-service
 
-# The whole suite once per profile, on PostgreSQL and moto's S3 server (both started by fixtures/CI).
-test: install test-storage test-downloader
+# The whole suite once per profile, on PostgreSQL and moto's S3 server (both started by fixtures/CI), then the
+# SQLite lane: the embedded default of `make run` under the download, range, quota, upload, CLI, health and
+# concurrency tests (tests marked postgresql are skipped there).
+test: install test-storage test-downloader test-sqlite
+
+SQLITE_TESTS := tests/test_downloads.py tests/test_ranges.py tests/test_quota.py tests/test_uploads.py \
+	tests/test_cli.py tests/test_health.py tests/test_concurrency.py tests/test_sqlite.py
 
 test-storage: install
 	STORAGE_PROFILES=storage $(BIN)/pytest $(PYTEST_ARGS)
 
 test-downloader: install
 	STORAGE_PROFILES=downloader $(BIN)/pytest $(PYTEST_ARGS)
+
+test-sqlite: install
+	STORAGE_TEST_DATABASE=sqlite STORAGE_PROFILES=storage $(BIN)/pytest $(SQLITE_TESTS) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

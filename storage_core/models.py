@@ -38,6 +38,9 @@ NAMING = {
 
 # SQLite only makes INTEGER PRIMARY KEY an alias of rowid (autoincrement); BIGINT elsewhere.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Ids that name a row to the outside (object_id in read records, a copy held by a running download) are never
+# given again: SQLite would hand out the largest rowid + 1 after a delete without AUTOINCREMENT (migration 0009).
+NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> dt.datetime:
@@ -136,7 +139,8 @@ class CopyState:
 
 class FileCopy(Base):
     __tablename__ = "file_copies"
-    __table_args__ = (UniqueConstraint("checksum", "location_id", name="uq_file_copies_checksum_location"),)
+    __table_args__ = (UniqueConstraint("checksum", "location_id", name="uq_file_copies_checksum_location"),
+                      NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     checksum: Mapped[str] = mapped_column(ForeignKey("files.checksum", ondelete="CASCADE"))
@@ -182,7 +186,7 @@ class Bucket(Base):
 
 class Object(Base):
     __tablename__ = "objects"
-    __table_args__ = (UniqueConstraint("bucket_id", "key", name="uq_objects_bucket_key"),)
+    __table_args__ = (UniqueConstraint("bucket_id", "key", name="uq_objects_bucket_key"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id"))
@@ -242,7 +246,7 @@ class ReadRecord(Base):
     """One charged read. The three ``*_size`` parts say which quota paid, so a refund can undo it."""
 
     __tablename__ = "read_records"
-    __table_args__ = (Index("ix_read_records_bucket_time", "bucket_id", "timestamp_us", "id"),)
+    __table_args__ = (Index("ix_read_records_bucket_time", "bucket_id", "timestamp_us", "id"), NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     bucket_id: Mapped[int] = mapped_column(ForeignKey("buckets.id", ondelete="CASCADE"))
@@ -290,7 +294,8 @@ class DownloadLease(Base):
     stop counting at ``expires_us``. Released leases are kept a while as a record of concurrency."""
 
     __tablename__ = "download_leases"
-    __table_args__ = (Index("ix_download_leases_account_active", "account", "released_us", "expires_us"),)
+    __table_args__ = (Index("ix_download_leases_account_active", "account", "released_us", "expires_us"),
+                      NEVER_REUSED_IDS)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     account: Mapped[str] = mapped_column(String(255))

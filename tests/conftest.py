@@ -37,6 +37,10 @@ from tests.support.servers import ACTIVE, GunicornServer, LiveServer
 pytest_plugins = ["tests.support.s3server", "tests.support.browser"]
 
 ADMIN_URL = os.environ.get("STORAGE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# the database the fixtures give: PostgreSQL (production's), or the embedded default's SQLite (`make test-sqlite`)
+TEST_DATABASE = os.environ.get("STORAGE_TEST_DATABASE", "postgresql")
+if TEST_DATABASE not in ("postgresql", "sqlite"):
+    raise pytest.UsageError(f"STORAGE_TEST_DATABASE must be postgresql or sqlite, not {TEST_DATABASE!r}")
 KiB = 1024
 
 
@@ -45,13 +49,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header() -> str:
-    return f"active profiles: {', '.join(sorted(ACTIVE))}"
+    return f"active profiles: {', '.join(sorted(ACTIVE))}; database: {TEST_DATABASE}"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for marker in item.iter_markers("profile"):
         if marker.args[0] not in ACTIVE:
             pytest.skip(f"needs the {marker.args[0]} profile (active: {', '.join(sorted(ACTIVE))})")
+    if TEST_DATABASE == "sqlite" and item.get_closest_marker("postgresql"):
+        pytest.skip("needs PostgreSQL: " + (item.get_closest_marker("postgresql").kwargs.get("reason") or ""))
 
 
 def _admin_execute(sql: str) -> None:
@@ -65,8 +71,16 @@ def _admin_execute(sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this run, migrated with Alembic, dropped at the end."""
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database for this run, migrated with Alembic, dropped at the end: PostgreSQL, or a SQLite file
+    (the embedded default) with STORAGE_TEST_DATABASE=sqlite."""
+    if TEST_DATABASE == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'storage.db'}"
+        engine = create_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        return
     name = f"storage_test_{uuid.uuid4().hex[:12]}"
     _admin_execute(f'CREATE DATABASE "{name}"')
     url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
@@ -81,8 +95,9 @@ def database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def engine(database_url: str) -> Iterator[Engine]:
-    settings = Settings(database_url=database_url)
+def engine(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    # the data dir is where make_engine puts a SQLite file's directory; never the working directory's var/
+    settings = Settings(database_url=database_url, data_dir=str(tmp_path_factory.getbasetemp() / "engine-var"))
     from storage_core.db import make_engine
 
     engine = make_engine(settings)
@@ -99,7 +114,10 @@ def autocommit_engine_for(engine: Engine) -> Engine:
     if url not in AUTOCOMMIT_ENGINES:
         from storage_core.db import make_engine
 
-        AUTOCOMMIT_ENGINES[url] = make_engine(Settings(database_url=url), autocommit=True)
+        # for SQLite the data dir is the file's own directory (make_engine creates it, never ./var)
+        sqlite_file = make_url(url).database if engine.dialect.name == "sqlite" else None
+        data_dir = str(Path(sqlite_file).parent) if sqlite_file else Settings().data_dir
+        AUTOCOMMIT_ENGINES[url] = make_engine(Settings(database_url=url, data_dir=data_dir), autocommit=True)
     return AUTOCOMMIT_ENGINES[url]
 
 
@@ -113,9 +131,17 @@ def _clean_database(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "engine" in request.fixturenames:
         engine: Engine = request.getfixturevalue("engine")
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         with engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            if engine.dialect.name == "sqlite":
+                # no TRUNCATE: children first; ids restart by themselves (rowid is max + 1)
+                for table in reversed(Base.metadata.sorted_tables):
+                    connection.execute(table.delete())
+                if connection.exec_driver_sql(
+                        "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").first():
+                    connection.exec_driver_sql("DELETE FROM sqlite_sequence")
+            else:
+                tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+                connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture

@@ -149,13 +149,14 @@ def test_readiness_follows_a_download_in_the_same_process(storage, client, tmp_p
 @pytest.mark.profile("storage")
 def test_a_fresh_make_run_is_ready_at_once(tmp_path):
     """`make run` on an empty data directory: /health/ready answers 200 as soon as the service answers."""
-    port = free_port()
+    port, s3_port = free_port(), free_port()
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("STORAGE_") and name != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(STORAGE_DATA_DIR=str(tmp_path / "var"), STORAGE_WORKERS="1", STORAGE_LOG_LEVEL="WARNING")
     log = (tmp_path / "make-run.log").open("wb")
     # -o install: the suite runs inside the installed .venv; never reinstall from a test
     process = subprocess.Popen(["make", "-s", "-C", str(REPO), "-o", "install", "run", f"BIND=127.0.0.1:{port}",
+                                f"S3_BIND=127.0.0.1:{s3_port}",
                                 f"PYTHON={sys.executable}"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:

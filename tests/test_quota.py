@@ -199,6 +199,7 @@ def test_database_unreachable_fails_closed(settings, container, storage, local_l
     assert ready.status_code == 503 and ready.json["checks"]["database"].startswith("unavailable")
 
 
+@pytest.mark.postgresql(reason="combined charges are PostgreSQL's (charge_together); SQLite charges one by one")
 def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local_location):
     from storage_core.services.quota import ReadRequest
 
@@ -228,6 +229,7 @@ def test_combined_charges_admit_smallest_first_and_split_in_order(storage, local
                        for r in results if not isinstance(r, Exception)}
 
 
+@pytest.mark.postgresql(reason="combined charges are PostgreSQL's (charge_together); SQLite charges one by one")
 def test_a_failed_combined_charge_charges_nothing_and_leaves_no_open_transaction(storage, local_location,
                                                                                  engine):
     from sqlalchemy import text
