@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select, text
 
 import profiles
 from storage_core.migrations import upgrade
@@ -56,8 +56,11 @@ def test_object_ids_are_never_reused(embedded):
 
 
 def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, "0005")
+    from storage_core.db import make_engine
+
+    # the service's engine: foreign keys on, as when storage-admin db upgrade runs
+    engine = make_engine(Settings(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'old.db'}"))
+    upgrade(engine, "0010")
     with engine.begin() as connection:
         connection.execute(text("INSERT INTO buckets (id, name, owner, visibility, charged_read_quota, "
                                 "free_read_quota, monthly_free_read_quota, created_at) VALUES "
@@ -65,6 +68,14 @@ def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
         connection.execute(text("INSERT INTO files (checksum, size, piece_size, piece_count, block_size, "
                                 "block_digests, md5, created_at) VALUES (:c, 1, 16, 1, 16, :d, :m, "
                                 "'2026-11-01 00:00:00')"), {"c": "a" * 64, "d": b"\0" * 32, "m": "0" * 32})
+        connection.execute(text("INSERT INTO storage_locations (id, name, plugin, tier, priority, enabled, config, "
+                                "created_at, updated_at) VALUES (1, 'hot', 'local', 'hot', 0, 1, '{}', "
+                                "'2026-11-01 00:00:00', '2026-11-01 00:00:00')"))
+        connection.execute(text("INSERT INTO file_copies (id, checksum, location_id, state, created_at, updated_at) "
+                                "VALUES (5, :c, 1, 'stored', '2026-11-01 00:00:00', '2026-11-01 00:00:00')"),
+                           {"c": "a" * 64})
+        connection.execute(text("INSERT INTO damaged_pieces (copy_id, piece_index, reason, detected_at) "
+                                "VALUES (5, 0, 'corrupt', '2026-11-01 00:00:00')"))
         for object_id, key in ((7, "a"), (9, "b")):
             connection.execute(text("INSERT INTO objects (id, bucket_id, key, checksum, content_type, created_at) "
                                     "VALUES (:i, 1, :k, :c, 'x/y', '2026-11-01 00:00:00')"),
@@ -78,6 +89,9 @@ def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
         connection.execute(text("DELETE FROM objects WHERE id = 9"))
         connection.execute(insert(Object).values(bucket_id=1, key="c", checksum="a" * 64, content_type="x/y"))
         assert connection.execute(text("SELECT max(id) FROM objects")).scalar_one() == 10
+        # the damage recorded against a copy survives the rebuild of file_copies (ON DELETE CASCADE)
+        assert [tuple(r) for r in connection.execute(text("SELECT copy_id, piece_index FROM damaged_pieces"))] == [
+            (5, 0)]
     engine.dispose()
 
 

@@ -32,7 +32,8 @@ REPRESENTATION_HEADERS = {
     "Accept-Ranges": _header("ranges are served", enum=["bytes"]),
     "Content-Disposition": _header("attachment (inline with ?inline=true for safe types), RFC 6266 / 5987 filename"),
     "X-Content-Type-Options": _header("never sniffed", enum=["nosniff"]),
-    "Cache-Control": _header("private for private buckets and presigned URLs, public for public-read", False),
+    "Cache-Control": _header("`private` for private buckets and presigned URLs; for public-read `public, no-cache`, "
+                             "or `public, max-age=STORAGE_PUBLIC_MAX_AGE`"),
 }
 BYTES = {"schema": {"type": "string", "format": "binary"}}
 CONDITION_HEADERS = [
