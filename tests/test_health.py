@@ -89,6 +89,23 @@ def test_no_readable_location_is_503(storage, client, tmp_path):
     assert ready.status_code == 503 and ready.json["status"] == "unavailable"
 
 
+def test_only_online_locations_make_the_instance_ready(storage, client, tmp_path):
+    """A nearline location (tape, Glacier) cannot be read directly: healthy or not, it does not make the
+    instance able to serve; a broken one still makes it degraded."""
+    storage.location_service().create({"name": "tape", "plugin": "local", "tier": "cold", "priority": 0,
+                                       "enabled": True, "access": "nearline",
+                                       "config": {"root": str(tmp_path / "tape"), "restore_seconds": 1}})
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json["status"] == "unavailable"
+    assert ready.json["checks"]["location:tape"] == "ok"
+    add_local(storage, "hot", tmp_path / "hot")
+    ready = client.get("/health/ready")
+    assert ready.json["status"] == "ok", ready.json
+    shutil.rmtree(tmp_path / "tape")
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json["status"] == "degraded"
+
+
 def test_disabled_locations_do_not_count(storage, client, tmp_path):
     add_local(storage, "hot", tmp_path / "hot")
     add_local(storage, "off", tmp_path / "off", enabled=False)

@@ -60,7 +60,7 @@ def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
 
     # the service's engine: foreign keys on, as when storage-admin db upgrade runs
     engine = make_engine(Settings(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'old.db'}"))
-    upgrade(engine, "0010")
+    upgrade(engine, "0007")
     with engine.begin() as connection:
         connection.execute(text("INSERT INTO buckets (id, name, owner, visibility, charged_read_quota, "
                                 "free_read_quota, monthly_free_read_quota, created_at) VALUES "
@@ -76,6 +76,9 @@ def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
                            {"c": "a" * 64})
         connection.execute(text("INSERT INTO damaged_pieces (copy_id, piece_index, reason, detected_at) "
                                 "VALUES (5, 0, 'corrupt', '2026-11-01 00:00:00')"))
+        connection.execute(text("INSERT INTO restore_jobs (id, checksum, state, hours, requested_at, next_attempt_at, "
+                                "attempts, cache_copy_id) VALUES (3, :c, 'done', 1, '2026-11-01 00:00:00', "
+                                "'2026-11-01 00:00:00', 1, 5)"), {"c": "a" * 64})
         for object_id, key in ((7, "a"), (9, "b")):
             connection.execute(text("INSERT INTO objects (id, bucket_id, key, checksum, content_type, created_at) "
                                     "VALUES (:i, 1, :k, :c, 'x/y', '2026-11-01 00:00:00')"),
@@ -89,9 +92,10 @@ def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
         connection.execute(text("DELETE FROM objects WHERE id = 9"))
         connection.execute(insert(Object).values(bucket_id=1, key="c", checksum="a" * 64, content_type="x/y"))
         assert connection.execute(text("SELECT max(id) FROM objects")).scalar_one() == 10
-        # the damage recorded against a copy survives the rebuild of file_copies (ON DELETE CASCADE)
+        # what refers to a copy survives the rebuild of file_copies (ON DELETE CASCADE, SET NULL)
         assert [tuple(r) for r in connection.execute(text("SELECT copy_id, piece_index FROM damaged_pieces"))] == [
             (5, 0)]
+        assert connection.execute(text("SELECT cache_copy_id FROM restore_jobs")).scalar_one() == 5
     engine.dispose()
 
 

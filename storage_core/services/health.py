@@ -1,4 +1,4 @@
-"""Readiness: this instance can serve (the database answers and at least one enabled location is readable).
+"""Readiness: this instance can serve (the database answers and at least one enabled online location is readable).
 
 A broken location does not make the instance unready, since downloads fail over to the other copies: it
 makes it ``degraded``, in the report and in the ``storage_location_up`` gauge. The locations are checked in
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_core.db import transaction
 from storage_core.errors import StorageError
 from storage_core.metrics import LOCATION_UP
-from storage_core.models import StorageLocation
+from storage_core.models import Access, StorageLocation
 from storage_core.plugin import LocationPlugin
 from storage_core.services.sources import PluginCache
 
@@ -60,10 +60,12 @@ class HealthService:
             locations = []
         results = self._check(locations)
         checks.update({f"location:{name}": result for name, result in results.items()})
-        readable = [name for name, result in results.items() if result == OK]
+        # a nearline location (tape, Glacier) is reported, but it cannot serve a read by itself
+        online = {location.name for location in locations if location.access == Access.ONLINE}
+        readable = [name for name, result in results.items() if result == OK and name in online]
         if checks["database"] != OK or not readable:
             status = UNAVAILABLE
-        elif len(readable) < len(results):
+        elif any(result != OK for result in results.values()):
             status = DEGRADED
         else:
             status = OK
