@@ -287,7 +287,7 @@ def test_restores_on_sqlite_through_storage_admin(tmp_path, monkeypatch, capsys)
     assert admin("cache", "purge")["removed"] == 0  # nothing expired
     assert admin("cache", "purge", "--all") == {"removed": 1, "removed_bytes": SIZE, "kept_being_read": 0}
     assert admin("cache", "status")["locations"][0]["used_size"] == 0
-    assert cli.main(["restore", "request", "not-a-checksum"]) == 1
+    assert cli.main(["restore", "request", "not-a-checksum"]) == 2  # bad input is bad usage, as for argparse
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------
