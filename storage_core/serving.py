@@ -40,20 +40,56 @@ GUNICORN_CODES = {400: "InvalidArgument", 403: "Forbidden", 414: "URITooLong", 4
 
 def write_problem(sock: Any, status: int, reason: str, message: str) -> None:
     """``gunicorn.util.write_error`` as problem+json: a request line over ``limit_request_line`` (414), a
-    header field over ``limit_request_field_size`` or too many fields (431), a malformed request (400)."""
-    body = json.dumps({"type": "about:blank", "title": reason, "status": status, "detail": message,
-                       "code": GUNICORN_CODES.get(status, reason.replace(" ", ""))}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+    header field over ``limit_request_field_size`` or too many fields (431), a malformed request (400).
+    On the S3 listener the same refusal is S3's ``<Error>`` XML, as every answer there."""
+    if _on_s3_listener(sock):
+        from storage_core.s3.errors import S3Error
+        from storage_core.s3.xml import error
+
+        code = S3_CODES.get(status, "InvalidRequest")
+        content_type, body = "application/xml", error(S3Error(code, message, status=status), resource="",
+                                                      request_id="")
+        if code == "RequestHeaderSectionTooLarge":  # what S3 answers
+            status, reason = 400, "Bad Request"
+    else:
+        content_type = "application/problem+json"
+        body = json.dumps({"type": "about:blank", "title": reason, "status": status, "detail": message,
+                           "code": GUNICORN_CODES.get(status, reason.replace(" ", ""))}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
     util.write_nonblock(sock, head + body)
 
 
+S3_CODES = {400: "InvalidRequest", 414: "KeyTooLongError", 431: "RequestHeaderSectionTooLarge",
+            500: "InternalError", 501: "NotImplemented"}
+# (host or None, port) of the S3 listener in this worker; set by GeventWorker.init_process
+_S3_LISTENER: tuple[str | None, int] | None = None
+
+
+def _on_s3_listener(sock: Any) -> bool:
+    if _S3_LISTENER is None:
+        return False
+    try:
+        local = sock.getsockname()
+    except OSError:
+        return False
+    host, port = _S3_LISTENER
+    return isinstance(local, tuple) and local[1] == port and (host is None or local[0] == host)
+
+
 class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker, whose own error answers are problem+json like every answer of the app
-    (gunicorn writes them as HTML through ``util.write_error``, looked up at each use: replaced here, in
-    the worker process only)."""
+    (S3 XML on the S3 listener): gunicorn writes them as HTML through ``util.write_error``, looked up at
+    each use, replaced here, in the worker process only."""
 
     def init_process(self) -> None:
+        global _S3_LISTENER
+        settings = Settings.from_env()
+        if settings.s3_bind:
+            host, _, port = settings.s3_bind.rpartition(":")
+            # as storage_core.app.Listeners: the address tells them apart only when both share a port
+            same_port = settings.bind.rpartition(":")[2] == port
+            _S3_LISTENER = (host.strip("[]") if same_port else None, int(port))
         util.write_error = write_problem
         super().init_process()
 

@@ -242,3 +242,21 @@ def test_gunicorn_paths_headers_and_bodies(one_worker: GunicornServer, auth):
     chunked = requests.post(f"{server.url}{AVAILABILITY}", data=chunks(),
                             headers={**server.admin, "Content-Type": "application/json"}, timeout=30)
     assert chunked.status_code == 413 and chunked.json()["code"] == "EntityTooLarge", chunked.text
+
+
+@pytest.mark.slow
+@pytest.mark.profile("storage")
+def test_gunicorns_refusals_on_the_s3_listener_are_s3_xml(settings: Settings, storage, local_location):
+    from tests.support.servers import free_port
+
+    s3_port = free_port()
+    server = GunicornServer(settings, workers=1, extra_env={"STORAGE_S3_BIND": f"127.0.0.1:{s3_port}"})
+    try:
+        huge = "x" * 9000
+        s3 = requests.get(f"http://127.0.0.1:{s3_port}/bucket/k", headers={"X-Big": huge}, timeout=10)
+        assert s3.status_code == 400 and s3.headers["Content-Type"] == "application/xml", s3.text
+        assert "<Code>RequestHeaderSectionTooLarge</Code>" in s3.text
+        native = requests.get(f"{server.url}/api/v1/buckets/bucket/objects/k", headers={"X-Big": huge}, timeout=10)
+        assert native.status_code == 431 and native.headers["Content-Type"] == PROBLEM_JSON
+    finally:
+        server.stop()

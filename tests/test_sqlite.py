@@ -60,7 +60,7 @@ def test_migration_0009_keeps_ids_and_stops_their_reuse(tmp_path: Path):
 
     # the service's engine: foreign keys on, as when storage-admin db upgrade runs
     engine = make_engine(Settings(data_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'old.db'}"))
-    upgrade(engine, "0007")
+    upgrade(engine, "0006")
     with engine.begin() as connection:
         connection.execute(text("INSERT INTO buckets (id, name, owner, visibility, charged_read_quota, "
                                 "free_read_quota, monthly_free_read_quota, created_at) VALUES "

@@ -5,13 +5,14 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, principal, services
+from storage_core.blueprints.common import authorize, principal, problems, services
 from storage_core.schemas import AccessKeyCreateSchema, AccessKeyListSchema, AccessKeySchema
 
 blp = profile("storage")(Blueprint("access_keys", __name__, url_prefix="/api/v1", description="S3 access keys"))
 
 
 @blp.route("/access-keys", methods=["POST"])
+@problems(501)
 @authorize("authenticated")
 @blp.arguments(AccessKeyCreateSchema)
 @blp.response(201, AccessKeySchema)
@@ -22,6 +23,7 @@ def create_access_key(body: dict) -> dict:
 
 
 @blp.route("/access-keys", methods=["GET"])
+@problems()
 @authorize("authenticated")
 @blp.response(200, AccessKeyListSchema)
 def list_access_keys() -> dict:
@@ -30,6 +32,7 @@ def list_access_keys() -> dict:
 
 
 @blp.route("/access-keys/<access_key_id>", methods=["DELETE"])
+@problems(404)
 @authorize("authenticated")
 @blp.response(204)
 def delete_access_key(access_key_id: str) -> None:

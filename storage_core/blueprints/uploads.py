@@ -6,7 +6,7 @@ from flask import request
 from flask_smorest import Blueprint
 
 from profiles import profile
-from storage_core.blueprints.common import authorize, current_account, services
+from storage_core.blueprints.common import authorize, current_account, problems, services
 from storage_core.http_semantics import parse_content_md5, parse_hex_sha256, validate_content_type
 from storage_core.schemas import CompleteUploadSchema, ObjectSchema, UploadCreateSchema, UploadPartSchema, UploadSchema
 from storage_core.services.multipart import PartInfo, RequestedPart, UploadInfo
@@ -30,6 +30,7 @@ def upload_view(upload: UploadInfo, parts: list[PartInfo] | None = None) -> dict
 
 
 @blp.route("/buckets/<bucket>/uploads", methods=["POST"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.arguments(UploadCreateSchema)
 @blp.response(201, UploadSchema)
@@ -40,6 +41,7 @@ def create_upload(body: dict, bucket: str) -> dict:
 
 
 @blp.route("/buckets/<bucket>/uploads/<upload_id>/parts/<int:part_number>", methods=["PUT"])
+@problems(404, 409, 411, 413, 507)
 @authorize("manage-bucket")
 @blp.doc(requestBody={"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
          parameters=[{"in": "header", "name": "Content-MD5", "schema": {"type": "string"}},
@@ -56,6 +58,7 @@ def upload_part(bucket: str, upload_id: str, part_number: int) -> dict:
 
 
 @blp.route("/buckets/<bucket>/uploads/<upload_id>", methods=["GET"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.response(200, UploadSchema)
 def get_upload(bucket: str, upload_id: str) -> dict:
@@ -65,6 +68,7 @@ def get_upload(bucket: str, upload_id: str) -> dict:
 
 
 @blp.route("/buckets/<bucket>/uploads/<upload_id>/complete", methods=["POST"])
+@problems(404, 409, 413, 507)
 @authorize("manage-bucket")
 @blp.arguments(CompleteUploadSchema)
 @blp.response(200, ObjectSchema, description="replaced an existing object")
@@ -77,6 +81,7 @@ def complete_upload(body: dict, bucket: str, upload_id: str) -> tuple[dict, int]
 
 
 @blp.route("/buckets/<bucket>/uploads/<upload_id>", methods=["DELETE"])
+@problems(404)
 @authorize("manage-bucket")
 @blp.response(204)
 def abort_upload(bucket: str, upload_id: str) -> None:

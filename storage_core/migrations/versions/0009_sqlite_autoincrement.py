@@ -5,7 +5,7 @@ of the one before: two objects shared one object_id in the read records, and a c
 download could name another copy. PostgreSQL's sequences never go back: nothing changes there.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0006
 Create Date: 2026-12-02 06:00:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = '0009'
-down_revision = '0007'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
