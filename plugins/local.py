@@ -82,12 +82,7 @@ class LocalLocation(LocationPlugin):
         check_byte_range(0, length)
         directory = path.parent
         try:
-            if not directory.is_dir():
-                if not self.root.is_dir():
-                    raise StorageUnavailable(f"local location root {self.root} is missing (an unmounted volume?); "
-                                             "it is created only when the location is added")
-                os.makedirs(directory, exist_ok=True)
-                self._fsync_new_dirs(directory)
+            self._make_fan_out(directory)
             fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
             # mkstemp makes 0600 files; a downloader may run as another user of the same group
             os.fchmod(fd, 0o640)
@@ -113,6 +108,16 @@ class LocalLocation(LocationPlugin):
             if isinstance(exc, OSError) and exc is not reader.source_error:
                 raise StorageUnavailable(f"local location {self.root}: write failed: {exc}") from exc
             raise
+
+    def _make_fan_out(self, directory: Path) -> None:
+        """The fan-out directories of a piece, never the root: a missing root is a fault (``prepare``)."""
+        if directory.is_dir():
+            return
+        if not self.root.is_dir():
+            raise StorageUnavailable(f"local location root {self.root} is missing (an unmounted volume?); "
+                                     "it is created only when the location is added")
+        os.makedirs(directory, exist_ok=True)
+        self._fsync_new_dirs(directory)
 
     def _fsync_new_dirs(self, directory: Path) -> None:
         """Make freshly created fan-out directories durable (their entries live in their parents)."""
@@ -186,9 +191,7 @@ class LocalLocation(LocationPlugin):
     def move_piece(self, checksum: str, index: int, new_checksum: str, new_index: int) -> None:
         source, target = self._piece_path(checksum, index), self._piece_path(new_checksum, new_index)
         try:
-            if not target.parent.is_dir():
-                os.makedirs(target.parent, exist_ok=True)
-                self._fsync_new_dirs(target.parent)
+            self._make_fan_out(target.parent)
             os.replace(source, target)
             if self.fsync:
                 self._fsync_dir(target.parent)
