@@ -16,8 +16,7 @@ from storage_core.blueprints.common import OPEN_ENDPOINTS, authenticate, install
 from storage_core.blueprints.inputs import JsonLimitedRequest, check_json_body, check_request_target, view_takes_json
 from storage_core.console import blp as console_blueprint
 from storage_core.container import Container, build_container
-from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
-from storage_core.metrics import REQUEST_LATENCY, REQUESTS
+from storage_core.logs import REQUEST_ID, account_when_sent, request_id_from
 from storage_core.openapi import ProblemsPlugin, drop_smorest_schemas
 from storage_core.settings import Settings
 
@@ -26,8 +25,6 @@ log = logging.getLogger(__name__)
 API_TITLE = "Storage service"
 API_VERSION = "1"
 
-
-_METRICS: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
 def start_request() -> None:
@@ -39,29 +36,9 @@ def finish_request(response: Response) -> Response:
     """Echo the request id; count and log the request when its body has been sent (or abandoned)."""
     request_id = REQUEST_ID.get()
     response.headers["X-Request-ID"] = request_id or ""
-    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    method, path, status, started = request.method, request.path, response.status_code, g.get("started")
-    account = g.principal.account if "principal" in g else None
-    body = response.response
-
-    def log_line() -> None:
-        elapsed = time.perf_counter() - started if started else 0.0
-        counted = _METRICS.get((route, method, status))
-        if counted is None:  # a label lookup per request showed in profiles; routes and statuses are few
-            counted = _METRICS[(route, method, status)] = (REQUESTS.labels(route, str(status)),
-                                                           REQUEST_LATENCY.labels(route, method))
-        counted[0].inc()
-        counted[1].observe(elapsed)
-        if not ACCESS_LOG.isEnabledFor(logging.INFO):
-            return
-        # the path without its query: presigned signatures stay out of the logs
-        ACCESS_LOG.info("%s %s %d", method, path, status, extra={
-            "request_id": request_id, "method": method, "path": path, "route": route, "status": status,
-            "duration_ms": round(elapsed * 1000, 2), "account": account,
-            "content_bytes": getattr(body, "delivered", None),
-        })
-
-    response.call_on_close(log_line)
+    account_when_sent(response, route=request.url_rule.rule if request.url_rule is not None else "unmatched",
+                      method=request.method, path=request.path, started=g.get("started"),
+                      account=g.principal.account if "principal" in g else None, request_id=request_id)
     return response
 
 

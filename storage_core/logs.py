@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -62,3 +63,33 @@ def logging_config(level: str) -> dict[str, Any]:
             "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
         },
     }
+
+
+_COUNTED: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def account_when_sent(response: Any, *, route: str, method: str, path: str, started: float | None,
+                      account: str | None, request_id: str | None) -> None:
+    """Count the request (metrics) and write its access line when its body is done (or abandoned): the one
+    access log of every door. ``path`` without its query, so presigned signatures stay out of the logs."""
+    from storage_core.metrics import REQUEST_LATENCY, REQUESTS
+
+    status, body = response.status_code, response.response
+
+    def done() -> None:
+        elapsed = time.perf_counter() - started if started else 0.0
+        counted = _COUNTED.get((route, method, status))
+        if counted is None:  # a label lookup per request showed in profiles; routes and statuses are few
+            counted = _COUNTED[(route, method, status)] = (REQUESTS.labels(route, str(status)),
+                                                           REQUEST_LATENCY.labels(route, method))
+        counted[0].inc()
+        counted[1].observe(elapsed)
+        if not ACCESS_LOG.isEnabledFor(logging.INFO):
+            return
+        ACCESS_LOG.info("%s %s %d", method, path, status, extra={
+            "request_id": request_id, "method": method, "path": path, "route": route, "status": status,
+            "duration_ms": round(elapsed * 1000, 2), "account": account,
+            "content_bytes": getattr(body, "delivered", None),
+        })
+
+    response.call_on_close(done)

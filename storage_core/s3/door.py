@@ -30,8 +30,7 @@ import profiles
 from storage_core.auth import ANONYMOUS_PRINCIPAL, DEVELOPMENT_ADMIN, Principal
 from storage_core.db import is_disconnect
 from storage_core.errors import AccessKeyNotFound, StorageError
-from storage_core.logs import ACCESS_LOG, REQUEST_ID, request_id_from
-from storage_core.metrics import REQUEST_LATENCY, REQUESTS
+from storage_core.logs import REQUEST_ID, account_when_sent, request_id_from
 from storage_core.s3 import xml
 from storage_core.s3.errors import S3Error, from_storage_error
 from storage_core.s3.sigv4 import Headers, RequestView, VerifiedRequest, query_pairs, verify
@@ -112,7 +111,6 @@ class S3Door:
         self.keys = container.access_key_service()
         # STORAGE_AUTH_DISABLED (development): unsigned requests act as admin, as on the native API
         self.anonymous = DEVELOPMENT_ADMIN if container.authenticator().disabled else ANONYMOUS_PRINCIPAL
-        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # ---- WSGI ------------------------------------------------------------------------------------
 
@@ -146,30 +144,12 @@ class S3Door:
         self._on_close(response, request, call, started, request_id)
         return response(environ, start_response)
 
-    def _on_close(self, response: Response, request: Request, call: S3Call | None, started: float,
+    @staticmethod
+    def _on_close(response: Response, request: Request, call: S3Call | None, started: float,
                   request_id: str) -> None:
-        route = f"s3:{call.operation}" if call is not None else "s3:unparsed"
-        method, path, status = request.method, request.path, response.status_code
-        account = call.principal.account if call is not None else None
-        body = response.response
-
-        def log_line() -> None:
-            elapsed = time.perf_counter() - started
-            counted = self._metrics.get((route, method, status))
-            if counted is None:
-                counted = self._metrics[(route, method, status)] = (REQUESTS.labels(route, str(status)),
-                                                                    REQUEST_LATENCY.labels(route, method))
-            counted[0].inc()
-            counted[1].observe(elapsed)
-            if not ACCESS_LOG.isEnabledFor(logging.INFO):
-                return
-            # the path without its query: presigned signatures stay out of the logs
-            ACCESS_LOG.info("%s %s %d", method, path, status, extra={
-                "request_id": request_id, "method": method, "path": path, "route": route, "status": status,
-                "duration_ms": round(elapsed * 1000, 2), "account": account,
-                "content_bytes": getattr(body, "delivered", None)})
-
-        response.call_on_close(log_line)
+        account_when_sent(response, route=f"s3:{call.operation}" if call is not None else "s3:unparsed",
+                          method=request.method, path=request.path, started=started,
+                          account=call.principal.account if call is not None else None, request_id=request_id)
 
     # ---- reading the request ---------------------------------------------------------------------
 
