@@ -25,10 +25,10 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import BinaryIO
 from urllib.parse import quote, unquote_to_bytes
 
+from storage_core.http_semantics import parse_http_date
 from storage_core.s3.errors import S3Error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -342,11 +342,9 @@ def _parse_authorization(header: str, request: RequestView, region: str) -> _Cla
     if timestamp is None and (date_header := request.headers.get("date")) is not None:
         # SigV4 accepts the Date header when x-amz-date is absent; the string to sign then carries it
         # in ISO 8601 basic form
-        try:
-            signed_at = parsedate_to_datetime(date_header).astimezone(dt.UTC)
+        signed_at = parse_http_date(date_header)
+        if signed_at is not None:
             timestamp = format_amz_date(signed_at)
-        except (TypeError, ValueError):
-            signed_at = None
     if signed_at is None or timestamp is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     if timestamp[:8] != credential.date:

@@ -64,7 +64,7 @@ from storage_core.services.buckets import get_bucket
 from storage_core.services.content import ContentStore, IterStream, PendingWrite, lock_file
 from storage_core.services.locations import require_room
 from storage_core.services.reader import VerifiedReader
-from storage_core.services.sources import PluginCache, Source
+from storage_core.services.sources import PluginCache, Source, serving_order
 from storage_core.services.uploads import (
     NO_DIGESTS,
     ChecksummingStream,
@@ -199,7 +199,7 @@ class MultipartService:
 
     def _locations(self, session: Session, ids: set[int]) -> list[StorageLocation]:
         return list(session.scalars(select(StorageLocation).where(StorageLocation.id.in_(ids))
-                                    .order_by(StorageLocation.id))) if ids else []
+                                    .order_by(*serving_order()))) if ids else []
 
     # ---- create, list, abort -----------------------------------------------------------------------
 
@@ -448,8 +448,8 @@ class MultipartService:
         return None
 
     def _sources(self, locations: list[StorageLocation]) -> list[Source]:
-        ordered = sorted(locations, key=lambda loc: (loc.tier != "hot", loc.priority, loc.id))
-        return [self.plugins.source(0, loc) for loc in ordered if loc.enabled]
+        """Sources over ``locations``, which ``_locations`` listed in serving order."""
+        return [self.plugins.source(0, loc) for loc in locations if loc.enabled]
 
     @staticmethod
     def _content(parts: list[_Part], sources: list[Source]) -> Iterator[bytes]:
