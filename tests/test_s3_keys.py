@@ -92,9 +92,10 @@ def test_rotation_opens_old_blobs_and_says_which_to_reseal():
 
 
 def test_keys_must_be_32_bytes():
-    for bad in (b"", b"x" * 16, b"x" * 33, "x" * 32):
+    bad_keys: list = [b"", b"x" * 16, b"x" * 33, "x" * 32]  # the last is a str, not bytes
+    for bad in bad_keys:
         with pytest.raises(ConfigurationError):
-            SecretBox(bad)  # type: ignore[arg-type]
+            SecretBox(bad)
     with pytest.raises(ConfigurationError):
         SecretBox(KEY, previous=[b"short"])
 

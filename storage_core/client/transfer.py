@@ -76,8 +76,8 @@ def run_parallel(jobs: int, tasks: list[Callable[[], Any]], stop: threading.Even
     try:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in done:
-            if future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+            if (error := future.exception()) is not None:
+                raise error
         return [future.result() for future in futures]
     except BaseException:
         stop.set()

@@ -86,7 +86,7 @@ class S3Error(Exception):
         if known is None and status is None:
             raise ValueError(f"unknown S3 error code {code!r}: give its HTTP status")
         self.code = code
-        self.status: int = status if status is not None else known[0]  # type: ignore[index]
+        self.status: int = status if status is not None else known[0] if known else 500
         self.message = message or (known[1] if known else code)
         self.headers: dict[str, str] = dict(headers or {})
         # extra child elements of <Error>, in order (e.g. Region, RequestTime, StringToSign)

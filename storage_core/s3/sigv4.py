@@ -77,8 +77,8 @@ class Headers:
 
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()):
         self._values: dict[str, list[str]] = {}
-        pairs = items.items() if hasattr(items, "items") else items
-        for name, value in pairs:  # type: ignore[union-attr]
+        pairs: Iterable[tuple[str, str]] = items.items() if isinstance(items, Mapping) else items
+        for name, value in pairs:
             self._values.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str) -> str | None:
