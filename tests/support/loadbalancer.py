@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -122,3 +123,80 @@ class Nginx:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def pgbouncer_binary() -> str:
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path=SBIN) or debian_tool("pgbouncer")
+
+
+class PgBouncer:
+    """PgBouncer (Debian's package) in front of the suite's PostgreSQL, on ``port``, in ``pool_mode``.
+
+    ``url_for(database_url)`` is the same database reached through it. The server connections it keeps per
+    database and user are ``pool_size``: fewer than the clients' pools, so clients really share them.
+    """
+
+    def __init__(self, server_host: str = "127.0.0.1", server_port: int = 5432, pool_mode: str = "transaction",
+                 pool_size: int = 10, user: str = "postgres"):
+        # PgBouncer refuses to run as root; as root it runs as nobody, who must reach its directory (not under
+        # pytest's private temporary directories), read its files and write its log
+        self.root = root = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+        root.chmod(0o777)
+        self.port = free_port()
+        (root / "userlist.txt").write_text(f'"{user}" ""\n')
+        self.config = root / "pgbouncer.ini"
+        self.config.write_text(f"""[databases]
+* = host={server_host} port={server_port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {root / 'userlist.txt'}
+pool_mode = {pool_mode}
+default_pool_size = {pool_size}
+max_client_conn = 1000
+; libpq's "options" (the service's statement_timeout and lock_timeout) is not a parameter PgBouncer passes on
+ignore_startup_parameters = options
+logfile = {root / 'pgbouncer.log'}
+pidfile = {root / 'pgbouncer.pid'}
+""")
+        for path in root.iterdir():
+            path.chmod(0o666)
+        argv = [pgbouncer_binary(), *(["-u", "nobody"] if os.geteuid() == 0 else []), str(self.config)]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import socket
+
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {self.process.stderr.read().decode(errors='replace')}"
+                                   f"{self.log()}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"pgbouncer did not listen on {self.port}: {self.log()}")
+
+    def url_for(self, database_url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(database_url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+    def log(self) -> str:
+        path = self.root / "pgbouncer.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # safe shutdown
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
