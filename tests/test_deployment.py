@@ -88,7 +88,8 @@ def test_downloads_through_pgbouncer_in_transaction_mode(settings, storage, loca
     make_bucket(storage, charged_read_quota=200 * size, monthly_free_read_quota=0, free_read_quota=0)
     data = os.urandom(size)
     put(storage, "bucket", "k", data)
-    bouncer = PgBouncer(pool_size=4)
+    # the service's statement and lock timeouts (STORAGE_DB_TIMEOUT), which PgBouncer drops from the startup packet
+    bouncer = PgBouncer(pool_size=4, connect_query="SET statement_timeout = 10000; SET lock_timeout = 10000")
     server = None
     try:
         server = GunicornServer(settings.replace(database_url=bouncer.url_for(settings.database_url)), workers=2,

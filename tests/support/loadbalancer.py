@@ -134,10 +134,12 @@ class PgBouncer:
 
     ``url_for(database_url)`` is the same database reached through it. The server connections it keeps per
     database and user are ``pool_size``: fewer than the clients' pools, so clients really share them.
+    ``connect_query`` runs on each new server connection (the service's timeouts, which PgBouncer does not
+    pass on from the client's startup ``options``).
     """
 
     def __init__(self, server_host: str = "127.0.0.1", server_port: int = 5432, pool_mode: str = "transaction",
-                 pool_size: int = 10, user: str = "postgres"):
+                 pool_size: int = 10, user: str = "postgres", connect_query: str = ""):
         # PgBouncer refuses to run as root; as root it runs as nobody, who must reach its directory (not under
         # pytest's private temporary directories), read its files and write its log
         self.root = root = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
@@ -146,7 +148,7 @@ class PgBouncer:
         (root / "userlist.txt").write_text(f'"{user}" ""\n')
         self.config = root / "pgbouncer.ini"
         self.config.write_text(f"""[databases]
-* = host={server_host} port={server_port}
+* = host={server_host} port={server_port}{f" connect_query='{connect_query}'" if connect_query else ""}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
