@@ -31,7 +31,9 @@ def upstream_config(name: str, servers: list[str]) -> str:
       arrives goes to the next instance (nginx never retries a request that is not idempotent, so an
       upload is never sent twice; a download that was charged on the failed instance is refunded there,
       as any download cut before its body is);
-    - keep-alive connections to the instances (HTTP/1.1, no ``Connection: close``);
+    - keep-alive connections to the instances (HTTP/1.1, no ``Connection: close``), closed by nginx after 4 s
+      idle, before gunicorn closes them after its 5 (``keepalive``, storage_core/serving.py): nginx never
+      sends a request on a connection the instance is closing;
     - bodies stream through (no buffering): a download is never spooled to nginx's disk, and the
       service sees a slow client as it is (``STORAGE_SEND_TIMEOUT``).
     """
@@ -39,6 +41,7 @@ def upstream_config(name: str, servers: list[str]) -> str:
     return f"""    upstream {name} {{
 {members}
         keepalive 32;
+        keepalive_timeout 4s;
     }}
     server {{
         listen 127.0.0.1:{{port}};
