@@ -5,7 +5,8 @@ Flask app; installs nginx and wrk with apt-get when missing) and ``memory`` (wor
 big upload and big downloads). ``--only`` picks one suite (``throughput``, ``memory``) or one memory
 measurement (``upload``, ``download``, ``s3-upload``); ``--only throughput:big,range`` picks throughput
 scenarios (``s3-small``, ``s3-big`` and ``s3-signed`` are the S3 API's; ``make bench-s3`` runs them and
-``s3-upload``).
+``s3-upload``). ``--only lock`` runs the hot-bucket lock measurement (``bench/lock.py``: 1, 2 and 4
+downloader instances on one bucket), which is not part of a plain run.
 
 Each suite writes its own marked section of docs/benchmarks.md (``<!-- NAME:begin -->`` ...
 ``<!-- NAME:end -->``); the rest of the file is left as it is. Exit status: 0 when every target is
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import hashes
+from bench import hashes, lock
 from bench.harness import REPO, BenchError, MiB, Workspace, machine
 from bench.memory import MemoryBenchmark
 from bench.throughput import SCENARIOS, WARMUP_S, ThroughputBenchmark, cpu_per_request, database_per_request, fmt_us
@@ -172,11 +173,37 @@ def run_hashes(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def run_lock(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """The hot-bucket lock suite (``bench/lock.py``): figures for docs/deployment.md, no target."""
+    print(f"hot-bucket lock: 1, 2 and 4 downloader instances on one bucket, on {machine_line()}", flush=True)
+    try:
+        with Workspace(keep=args.keep) as workspace:
+            revision = code_revision()
+            run = lock.LockBenchmark(workspace, args.duration).run()
+    except BenchError as exc:
+        print(f"lock benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    rows = [r.as_row() for r in run["runs"]]
+    print()
+    print(text_table(lock.HEADER, rows))
+    for line in lock.summary_lines(run):
+        print(line)
+    if not args.no_docs:
+        load = ", ".join(f"{x:.2f}" for x in run["load_before"])
+        update_section(DOCS, "lock", "\n".join([
+            f"Measured {run['started']:%Y-%m-%d %H:%M UTC} with `{command_line(argv)}` on {machine_line()} "
+            f"(load average before the run: {load}); code at `{revision}`; {run['duration']} s per line, "
+            f"{lock.WORKERS} workers per instance, one PostgreSQL database.", "",
+            markdown_table(lock.HEADER, rows), "", *(f"- {line}" for line in lock.summary_lines(run))]))
+        print(f"\nrecorded in {DOCS.relative_to(REPO)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", metavar="SUITE",
-                        help="run only this: throughput (or throughput:big,small,range), memory, hashes, or one "
+                        help="run only this: throughput (or throughput:big,small,range), memory, hashes, lock, or one "
                              "memory measurement: upload, download, s3-upload (with the native upload it is "
                              "compared with) (default: everything)")
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -275,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.only == "hashes":
         return run_hashes(args, argv)
+    if args.only == "lock":
+        return run_lock(args, argv)
     try:
         throughput, memory, scenarios = parse_only(args.only)
     except ValueError as exc:

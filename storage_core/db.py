@@ -66,6 +66,8 @@ def make_engine(settings: Settings, autocommit: bool = False) -> Engine:
         max_overflow=0,
         pool_timeout=settings.db_timeout,
         **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
+        # read by PreparedQuery on every connection of this engine (STORAGE_DB_PREPARE)
+        execution_options={PREPARE_OPTION: settings.db_prepare},
         connect_args={
             "connect_timeout": settings.db_timeout,
             # the server gives up on a statement or a lock wait by itself; a server that does not answer
@@ -158,9 +160,15 @@ class PreparedQuery:
     values (a ``bytea`` column comes back as ``memoryview``), with the statement's column labels.
 
     Constants inside the statement are sent as arguments too; an expanding ``IN`` cannot be prepared.
+
+    An engine made with ``STORAGE_DB_PREPARE`` off (execution option ``PREPARE_OPTION``) sends the same
+    statement as a plain one instead, with the same driver values: a pooler in transaction mode (PgBouncer)
+    hands each transaction any server connection, so a statement prepared on one is unknown on the next
+    (or, prepared again, already exists there).
     """
 
     _dialect = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")
+    _plain_dialect = postgresql.psycopg2.dialect(paramstyle="format")
 
     def __init__(self, name: str, statement: Select[Any]):
         compiled = statement.compile(dialect=self._dialect)
@@ -174,10 +182,16 @@ class PreparedQuery:
         self._constants = {n: compiled.binds[n].value for n in names}
         self._prepare = f"PREPARE {name} ({types}) AS {compiled.string}".replace("%", "%%")
         self._execute = f"EXECUTE {name} ({', '.join(['%s'] * len(names))})" if names else f"EXECUTE {name}"
+        plain = statement.compile(dialect=self._plain_dialect)
+        self._plain = plain.string
+        self._plain_names = tuple(plain.positiontup or [])
 
     def all(self, connection: Connection, **params: Any) -> list[Row[Any]]:
         if connection.dialect.name != "postgresql":
             return list(connection.execute(self.statement, params).all())
+        if not connection.get_execution_options().get(PREPARE_OPTION, True):
+            return list(connection.exec_driver_sql(
+                self._plain, tuple(params[n] if n in params else self._constants[n] for n in self._plain_names)).all())
         # the set lives as long as the server connection: a reconnect prepares again
         prepared = connection.connection.info.setdefault("prepared_queries", set())
         values = tuple(params[n] if n in params else self._constants[n] for n in self._names)
@@ -197,3 +211,5 @@ class PreparedQuery:
 
 
 INVALID_SQL_STATEMENT_NAME = "26000"
+# engine execution option: False sends PreparedQuery statements as plain ones (STORAGE_DB_PREPARE=0)
+PREPARE_OPTION = "storage_prepare"

@@ -30,6 +30,15 @@ CACHE_EVICTIONS = Counter("storage_cache_evictions_total", "Cached copies remove
                           ["reason"])
 EVENT_DELIVERIES = Counter("storage_event_deliveries_total", "Webhook delivery attempts by outcome (ok, failed)",
                            ["outcome"])
+# a hot bucket's reads queue on its month row (services/quota.py): how long each combined charge holds it and
+# how many reads it decides give the ceiling of charged reads per second for one bucket (docs/deployment.md)
+CHARGE_LOCK_SECONDS = Histogram(
+    "storage_charge_lock_seconds",
+    "Seconds a combined charge (PostgreSQL) holds its bucket's month row locked, from the lock to the commit",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1))
+CHARGE_BATCH_SIZE = Histogram(
+    "storage_charge_batch_size", "Reads decided by one combined charge (one transaction on the month row)",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256))
 # set by each readiness check; under gunicorn the most recent value of any worker is the one exported
 LOCATION_UP = Gauge("storage_location_up", "1 when the enabled location answered its last readiness check, else 0",
                     ["location"], multiprocess_mode="mostrecent")

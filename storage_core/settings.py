@@ -156,6 +156,12 @@ class Settings:
         "STORAGE_DB_TIMEOUT", _int(1), 10,
         "Seconds any database wait may take (connecting, a statement, a lock, a free pooled connection) "
         "before the request fails closed with 503 DatabaseUnavailable.")
+    db_prepare: bool = _setting(
+        "STORAGE_DB_PREPARE", _bool, True,
+        "The hot SELECTs of the download path (resolve, access keys) are server-side prepared statements on "
+        "PostgreSQL (planned once per connection). Off: sent as plain statements, planned each time (about "
+        "0.3 ms of PostgreSQL CPU per download more), as a pooler in transaction mode (PgBouncer) needs: "
+        "see docs/deployment.md.")
     upload_wait_seconds: int = _setting(
         "STORAGE_UPLOAD_WAIT_SECONDS", _int(0), 120,
         "How long an upload waits for another upload of the same content to finish writing it before "

@@ -57,6 +57,36 @@ def test_metrics_count_downloads_refusals_and_failovers_across_workers(settings,
     assert metric(text, "storage_http_request_duration_seconds_count", route=route, method="GET") == 4
 
 
+@pytest.mark.slow
+@pytest.mark.postgresql(reason="charges are combined per bucket on PostgreSQL only")
+def test_charge_lock_hold_and_batch_size_are_measured(settings, storage, local_location):
+    """Every combined charge observes how long it held the month row and how many reads it decided: 6 reads one
+    after another are 6 batches of one; 30 at once are 30 reads in at most 30 batches (of which 4 are refused)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    make_bucket(storage, charged_read_quota=32 * 4 * KiB, monthly_free_read_quota=0, free_read_quota=0)
+    put(storage, "bucket", "k", b"s" * 4 * KiB)
+    server = GunicornServer(settings, workers=2)
+    try:
+        url = f"{server.url}/api/v1/buckets/bucket/objects/k"
+        one_by_one = [requests.get(url, timeout=10).status_code for _ in range(6)]
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
+        assert metric(text, "storage_charge_batch_size_count") == 6, text
+        assert metric(text, "storage_charge_batch_size_sum") == 6
+        with ThreadPoolExecutor(30) as pool:
+            together = list(pool.map(lambda _: requests.get(url, timeout=30).status_code, range(30)))
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
+    finally:
+        server.stop()
+    assert one_by_one == [200] * 6 and sorted(together) == [200] * 26 + [429] * 4
+    batches = metric(text, "storage_charge_batch_size_count")
+    assert metric(text, "storage_charge_batch_size_sum") == 36 and 6 < batches <= 36
+    assert metric(text, "storage_charge_lock_seconds_count") == batches
+    # each hold is at least a round trip and a commit, and none takes anywhere near a second here
+    assert 0 < metric(text, "storage_charge_lock_seconds_sum") < batches
+    assert metric(text, "storage_charge_lock_seconds_bucket", le="1.0") == batches
+
+
 def test_one_json_access_line_per_request_with_the_request_id(client, storage, local_location, caplog, auth):
     make_bucket(storage)
     put(storage, "bucket", "k", b"x" * 1000)

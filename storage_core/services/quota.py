@@ -18,6 +18,7 @@ Nothing is ever read and written back without the row's (or the database's) lock
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from storage_core.accounting import Left, Split, split_charge, split_refund
 from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.db import connection, transaction
 from storage_core.errors import InvalidArgument, QuotaExceeded
-from storage_core.metrics import QUOTA_REJECTIONS
+from storage_core.metrics import CHARGE_BATCH_SIZE, CHARGE_LOCK_SECONDS, QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
 from storage_core.services.buckets import get_bucket
 from storage_core.services.combiner import Combiner
@@ -189,7 +190,10 @@ class QuotaService:
                 if row is None:
                     conn.exec_driver_sql("ROLLBACK")
                 else:
+                    locked = time.perf_counter()  # the month row is ours from here to the commit (or rollback)
                     results = self._admit(conn, bucket_id, year_month, row, batch)
+                    CHARGE_LOCK_SECONDS.observe(time.perf_counter() - locked)
+                    CHARGE_BATCH_SIZE.observe(len(batch))
             except BaseException:
                 _rollback(conn)
                 raise
