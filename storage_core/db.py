@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, Row, Select, create_engine, event, make_url
+from sqlalchemy import (
+    URL,
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    String,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -116,6 +129,15 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OperationalError | InterfaceError)
+
+
+def among(session: Session | Connection, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """``column IN (values)`` of strings; on PostgreSQL ``= ANY(:array)``: one parameter however many values,
+    adapted by psycopg2 in C, where an IN list renders one bind per value in Python at every execution."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+    return column.in_(values)
 
 
 @contextlib.contextmanager

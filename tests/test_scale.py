@@ -9,9 +9,12 @@ import datetime as dt
 import hashlib
 
 import pytest
-from sqlalchemy import insert, select
+from marshmallow import Schema
+from sqlalchemy import Engine, insert, select
 
-from storage_core.models import Bucket, File, Object, ReadRecord
+from storage_core.models import Bucket, CopyState, File, FileCopy, Object, ReadRecord, StorageLocation
+from storage_core.schemas import AvailabilitySchema
+from storage_core.services.restore import FileState
 from tests.conftest import make_bucket
 from tests.support.plans import explain, index_on, statements
 
@@ -169,3 +172,49 @@ def test_an_s3_listing_continued_after_a_marker_starts_the_index_range_at_it(sto
     else:
         assert conditions == ["bucket_id=? AND key>? AND key<?"], plan.text
     assert plan.cost <= FLAT * baseline.cost, (plan.cost, baseline.cost, plan.text)
+
+
+def test_the_availability_of_a_thousand_files_is_one_query_and_only_what_the_caller_may_read(
+        app, storage, engine, auth, local_location):
+    """Half of the files are in a public bucket, half only in a private one of another account."""
+    sums = seed_objects(storage, engine)[:1000]
+    make_bucket(storage, "private", owner="owen", visibility="private")
+    with storage.session_factory()() as session:
+        location_id = session.scalar(select(StorageLocation.id).where(StorageLocation.name == local_location))
+        private_id = session.scalar(select(Bucket.id).where(Bucket.name == "private"))
+    hidden = set(sums[1::2])
+    with engine.begin() as connection:
+        connection.execute(insert(FileCopy), [{"checksum": c, "location_id": location_id, "state": CopyState.STORED}
+                                              for c in sums])
+        # the hidden files are objects of the private bucket only
+        connection.execute(Object.__table__.update().where(Object.checksum.in_(hidden)).values(bucket_id=private_id))
+    olivia = app.test_client()
+    with statements(Engine, "file_copies") as sent:
+        response = olivia.post("/api/v1/files/availability", json={"checksums": sums},
+                               headers=auth.headers("olivia"))
+    assert response.status_code == 200
+    assert [(s["checksum"], s["state"], s["tier"]) for s in response.json] == [
+        (c, "unknown" if c in hidden else "available", None if c in hidden else "hot") for c in sums]
+    assert len(sent) == 1  # copies and the read permission in one round trip; no restore job to look up
+    owner = app.test_client().post("/api/v1/files/availability", json={"checksums": sums},
+                                   headers=auth.headers("owen")).json
+    assert [s["state"] for s in owner] == ["available"] * len(sums)  # owen owns the private bucket
+
+
+def test_availability_answers_as_marshmallow_would():
+    """AvailabilitySchema.dump skips marshmallow's machinery; it must give what marshmallow gives."""
+    schema = AvailabilitySchema(many=True)
+    states = [FileState("a" * 64, "available", tier="hot"),
+              FileState("b" * 64, "available", dt.datetime(2026, 12, 2, 10, 30, 5, 123456, tzinfo=dt.UTC), "cold"),
+              FileState("c" * 64, "restoring", retry_after=5), FileState("d" * 64, "unknown")]
+    assert schema.dump(states) == Schema.dump(schema, states)
+    assert AvailabilitySchema().dump(states[1]) == Schema.dump(AvailabilitySchema(), states[1])
+    assert schema.dump(states)[1]["expires_at"] == "2026-12-02T10:30:05.123456+00:00"
+
+
+@pytest.mark.parametrize("checksums, where", [(["0" * 64, "nope"], "1"), (["0" * 64, 7], "1"), ("0" * 64, None)])
+def test_a_bad_checksum_in_a_list_is_named_as_before(client, checksums, where):
+    """The fast path for well-formed lists leaves the messages of the others to marshmallow's List field."""
+    response = client.post("/api/v1/files/availability", json={"checksums": checksums})
+    assert response.status_code == 400
+    assert ("checksums" in response.json["detail"]) and (where is None or where in response.json["detail"])

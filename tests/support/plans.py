@@ -61,8 +61,9 @@ class Plan:
 
 
 @contextlib.contextmanager
-def statements(engine: Engine, table: str) -> Iterator[list[Statement]]:
-    """The statements reading ``table`` (``FROM table``) that the engine executes inside the block."""
+def statements(engine: Engine | type[Engine], table: str) -> Iterator[list[Statement]]:
+    """The statements reading ``table`` (``FROM table``) that the engine executes inside the block (every
+    engine's, given the ``Engine`` class: a service may read on its autocommit engine)."""
     seen: list[Statement] = []
     pattern = re.compile(rf"\bFROM {re.escape(table)}\b")
 
