@@ -457,7 +457,7 @@ class ScaleBenchmark:
             conn.close()
 
     def profile(self, service: Service, probes: list[Probe], sessions: dict[str, requests.Session]) -> None:
-        """py-spy on the worker while each availability probe and the largest listings repeat (figures not kept)."""
+        """py-spy on the worker while each measurement repeats at its largest size for 5 s (figures not kept)."""
         import shutil
 
         py_spy = shutil.which("py-spy", path=str(bin_dir())) or shutil.which("py-spy")
@@ -465,8 +465,11 @@ class ScaleBenchmark:
             raise BenchError("--profile needs py-spy: .venv/bin/pip install py-spy")
         assert self.profile_dir is not None
         self.profile_dir.mkdir(parents=True, exist_ok=True)
+        largest: dict[str, int] = {}
         for probe in probes:
-            if probe.size != max(self.sizes + self.objects) and not probe.target.startswith("availability"):
+            largest[probe.measurement] = max(largest.get(probe.measurement, 0), probe.size)
+        for probe in probes:
+            if probe.size != largest[probe.measurement]:
                 continue
             slug = "".join(c if c.isalnum() else "-" for c in probe.measurement).strip("-")
             out = self.profile_dir / f"scale-{slug}-{probe.size}.txt"
