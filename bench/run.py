@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "less than a quarter of a CPU (default 30; 0: do not wait)")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="throughput: repeat each downloader run under py-spy, stacks to DIR, print the top "
-                             "functions by self time; scale: py-spy of the worker during availability and the "
-                             "largest listings")
+                             "functions by self time; scale: py-spy of the worker while each line repeats at its "
+                             "largest size")
     parser.add_argument("--scale-sizes", type=sizes, default=DEFAULT_SIZES, metavar="N,N,...",
                         help="scale: read records in the measured buckets (default "
                              f"{','.join(map(str, DEFAULT_SIZES))})")
