@@ -130,6 +130,7 @@ def listing(client, **query) -> dict:
     return response.json
 
 
+@pytest.mark.profile("storage")  # the native object listing is the storage service's
 @pytest.mark.parametrize("prefix", ["", "k-"])
 def test_an_object_page_reached_by_a_cursor_starts_the_index_range_at_the_cursor(client, storage, engine, prefix):
     seed_objects(storage, engine)
