@@ -68,7 +68,7 @@ run-downloader: install $(DEV_SECRET)
 test: install test-storage test-downloader test-sqlite
 
 SQLITE_TESTS := tests/test_downloads.py tests/test_ranges.py tests/test_quota.py tests/test_uploads.py \
-	tests/test_cli.py tests/test_health.py tests/test_concurrency.py tests/test_sqlite.py
+	tests/test_cli.py tests/test_health.py tests/test_concurrency.py tests/test_sqlite.py tests/test_scale.py
 
 test-storage: install
 	STORAGE_PROFILES=storage $(BIN)/pytest $(PYTEST_ARGS)

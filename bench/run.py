@@ -1,8 +1,10 @@
 """`python -m bench.run` (what `make bench` calls): run the benchmarks, print tables, record them in docs/benchmarks.md.
 
-Two suites, both by default: ``throughput`` (wrk against the downloader service, nginx and a bare
+Suites, all by default: ``throughput`` (wrk against the downloader service, nginx and a bare
 Flask app; installs nginx and wrk with apt-get when missing) and ``memory`` (worker growth during a
-big upload and big downloads). ``--only`` picks one suite (``throughput``, ``memory``) or one memory
+big upload and big downloads), ``hashes`` (block hashes per core) and, last since it seeds tens of millions
+of rows, ``scale`` (listing pages and look-ups as the tables grow, bench/scale.py; ``--scale-sizes`` and
+friends make a quick run). ``--only`` picks one suite (``throughput``, ``memory``, ``hashes``, ``scale``) or one memory
 measurement (``upload``, ``download``, ``s3-upload``); ``--only throughput:big,range`` picks throughput
 scenarios (``s3-small``, ``s3-big`` and ``s3-signed`` are the S3 API's; ``make bench-s3`` runs them and
 ``s3-upload``). ``--only lock`` runs the hot-bucket lock measurement (``bench/lock.py``: 1, 2 and 4
@@ -28,6 +30,14 @@ from typing import Any
 from bench import hashes, lock
 from bench.harness import REPO, BenchError, MiB, Workspace, machine
 from bench.memory import MemoryBenchmark
+from bench.scale import (
+    DEFAULT_BUCKETS,
+    DEFAULT_OBJECTS,
+    DEFAULT_OTHER_RECORDS,
+    DEFAULT_SAMPLES,
+    DEFAULT_SIZES,
+    ScaleBenchmark,
+)
 from bench.throughput import SCENARIOS, WARMUP_S, ThroughputBenchmark, cpu_per_request, database_per_request, fmt_us
 
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -199,11 +209,84 @@ def run_lock(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def scale_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["measurement", "size", "p50", "p99", "worker CPU per request", "PostgreSQL CPU per request"]
+    rows = [[r["measurement"], f"{r['size']:,}", f"{r['p50_ms']:.2f} ms", f"{r['p99_ms']:.2f} ms",
+             f"{r['worker_cpu_ms']:.2f} ms", f"{r['database_cpu_ms']:.2f} ms"] for r in run["results"]]
+    return header, rows
+
+
+def scale_ratio_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["measurement", "figure", "value", "target", "result", "detail"]
+    rows = [[r["measurement"], r["kind"], f"{r['value']:.2f}" + (" ms" if r["kind"] == "p99" else ""), r["target"],
+             "ok" if r["ok"] else "**missed**", r["detail"]] for r in run["ratios"]]
+    return header, rows
+
+
+def scale_section(run: dict[str, Any], argv: Sequence[str]) -> str:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    seeded = run["seeded"]
+    load = ", ".join(f"{x:.2f}" for x in run["load_before"])
+    return "\n".join([
+        f"Measured {now} with `{command_line(argv)}` on {machine_line()} (load average before the run: {load}); "
+        f"code at `{run['revision']}`.",
+        f"{run['buckets']:,} buckets share the tables ({run['other_records']:,} read records in each bucket "
+        f"that is not measured); {seeded.rows:,} rows seeded with COPY in {seeded.seconds:.0f} s, then VACUUM "
+        f"ANALYZE. One storage-service worker, one request at a time, {run['samples']} rounds over every line; "
+        "sizes are read records (read-records, read-quota) or objects (objects, availability) in the bucket.",
+        "",
+        markdown_table(*scale_rows(run)),
+        "",
+        "Ratios, from the same run:",
+        "",
+        markdown_table(*scale_ratio_rows(run)),
+    ])
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v.replace("_", "")) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated counts, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected counts >= 1, got {text!r}")
+    return values
+
+
+def run_scale(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """The scale suite; its exit status (0, 1 or 2)."""
+    import os
+
+    try:
+        with Workspace(keep=args.keep) as workspace:
+            revision = code_revision()
+            load = os.getloadavg()
+            run = ScaleBenchmark(workspace, args.scale_sizes, args.scale_objects, args.scale_samples,
+                                 args.scale_buckets, args.scale_other_records, profile_dir=args.profile).run()
+            run["revision"], run["load_before"] = revision, load
+    except BenchError as exc:
+        print(f"scale benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(text_table(*scale_rows(run)))
+    print()
+    print(text_table(*scale_ratio_rows(run)))
+    if not args.no_docs:
+        update_section(DOCS, "scale", scale_section(run, argv))
+        print(f"\nrecorded in {DOCS.relative_to(REPO)}")
+    missed = [r["measurement"] for r in run["ratios"] if not r["ok"]]
+    if missed:
+        print(f"scale target missed: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", metavar="SUITE",
-                        help="run only this: throughput (or throughput:big,small,range), memory, hashes, lock, or one "
+                        help="run only this: throughput (or throughput:big,small,range), memory, hashes, lock, scale, "
+                             "or one "
                              "memory measurement: upload, download, s3-upload (with the native upload it is "
                              "compared with) (default: everything)")
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -220,7 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
                              "less than a quarter of a CPU (default 30; 0: do not wait)")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="throughput: repeat each downloader run under py-spy, stacks to DIR, print the top "
-                             "functions by self time")
+                             "functions by self time; scale: py-spy of the worker while each line repeats at its "
+                             "largest size")
+    parser.add_argument("--scale-sizes", type=sizes, default=DEFAULT_SIZES, metavar="N,N,...",
+                        help="scale: read records in the measured buckets (default "
+                             f"{','.join(map(str, DEFAULT_SIZES))})")
+    parser.add_argument("--scale-objects", type=sizes, default=DEFAULT_OBJECTS, metavar="N,N,...",
+                        help="scale: objects in the measured buckets (default "
+                             f"{','.join(map(str, DEFAULT_OBJECTS))}); the largest gives the availability checksums")
+    parser.add_argument("--scale-samples", type=int, default=DEFAULT_SAMPLES,
+                        help=f"scale: requests per line (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--scale-buckets", type=int, default=DEFAULT_BUCKETS,
+                        help=f"scale: buckets sharing the tables (default {DEFAULT_BUCKETS})")
+    parser.add_argument("--scale-other-records", type=int, default=DEFAULT_OTHER_RECORDS,
+                        help=f"scale: read records of each bucket not measured (default {DEFAULT_OTHER_RECORDS})")
     parser.add_argument("--no-docs", action="store_true", help=f"do not rewrite {DOCS.relative_to(REPO)}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory and database")
     return parser
@@ -242,7 +338,7 @@ def parse_only(only: str | None) -> tuple[bool, str | None, tuple[str, ...]]:
         return True, None, scenarios
     if suite in ("memory", "upload", "download", "s3-upload") and not names:
         return False, "all" if suite == "memory" else suite, ()
-    raise ValueError(f"--only {only}: expected throughput[:scenario,...], memory, hashes, upload, download or "
+    raise ValueError(f"--only {only}: expected throughput[:scenario,...], memory, hashes, scale, upload, download or "
                      "s3-upload")
 
 
@@ -300,10 +396,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.size_mib < 1 or args.parallel < 1 or args.duration < 1 or args.throughput_mib < 1:
         print("--size-mib, --parallel, --duration and --throughput-mib must be >= 1", file=sys.stderr)
         return 2
+    if args.scale_samples < 1 or args.scale_buckets < 1 or args.scale_other_records < 0:
+        print("--scale-samples and --scale-buckets must be >= 1, --scale-other-records >= 0", file=sys.stderr)
+        return 2
     if args.only == "hashes":
         return run_hashes(args, argv)
     if args.only == "lock":
         return run_lock(args, argv)
+    if args.only == "scale":
+        return run_scale(args, argv)
     try:
         throughput, memory, scenarios = parse_only(args.only)
     except ValueError as exc:
@@ -319,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if statuses:
             print()
         statuses.append(run_memory(args, argv, memory))
+    if args.only is None:  # last: it seeds millions of rows, which the timed suites would feel
+        print()
+        statuses.append(run_scale(args, argv))
     return max(statuses)
 
 

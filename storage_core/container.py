@@ -63,7 +63,7 @@ class Container(containers.DeclarativeContainer):
     # wakes this process's restore loops when a request creates jobs
     restore_wakeup = providers.Singleton(Wakeup)
     restore_service = providers.Singleton(RestoreService, session_factory, plugin_cache, access_policy, settings,
-                                          clock, restore_wakeup)
+                                          clock, restore_wakeup, autocommit_engine)
     download_service = providers.Singleton(DownloadService, session_factory, resolver, content_store, quota_service,
                                            download_limits, settings.provided.verify_reads,
                                            settings.provided.public_max_age, restore=restore_service,

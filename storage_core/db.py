@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, Row, Select, create_engine, event, make_url
+from sqlalchemy import (
+    URL,
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    String,
+    any_,
+    bindparam,
+    cast,
+    create_engine,
+    event,
+    make_url,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -118,6 +132,22 @@ def is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OperationalError | InterfaceError)
+
+
+def among(session: Session | Connection, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """``column IN (values)`` of strings. On PostgreSQL ``= ANY(CAST(:text AS VARCHAR[]))`` with the values as one
+    array literal: one parameter however many values (an IN list renders a bind per value in Python at each
+    execution), and one string for psycopg2 to quote (it takes 1.5 ms to adapt a list of 1,000, 0.1 ms a
+    string); the same plan as an IN list (an index scan with the array as its condition)."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(cast(bindparam(None, array_literal(values), type_=String), postgresql.ARRAY(String)))
+    return column.in_(values)
+
+
+def array_literal(values: Iterable[str]) -> str:
+    """PostgreSQL's text form of a one-dimensional array of these strings (each quoted: any text is safe)."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 @contextlib.contextmanager

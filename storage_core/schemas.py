@@ -193,9 +193,22 @@ class CopyRequestSchema(StrictSchema):
     location = fields.String(required=True, validate=validate.Length(min=1, max=63))
 
 
+class ChecksumList(fields.List):
+    """A list of file checksums. A list of well-formed ones (what availability and restore calls send, up to
+    1,000) is checked with one regex match each: a String field per item costs marshmallow about 6 ms per
+    1,000; any other value goes through ``fields.List`` for its per-item messages."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(fields.String(validate=domain(names.validate_checksum)), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, list) and all(names.is_checksum(item) for item in value):
+            return list(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class AvailabilityRequestSchema(StrictSchema):
-    checksums = fields.List(fields.String(validate=domain(names.validate_checksum)), required=True,
-                            validate=validate.Length(max=1000))
+    checksums = ChecksumList(required=True, validate=validate.Length(max=1000))
 
 
 FILE_STATE_DOC = ("available (online, or cached until expires_at), restoring, queued (the restore waits for "
@@ -211,10 +224,19 @@ class AvailabilitySchema(Schema):
     expires_at = fields.DateTime(allow_none=True, metadata={"description": "when the cached copy expires; null "
                                                                            "when online"})
 
+    def dump(self, obj: Any, *, many: bool | None = None) -> Any:
+        """What ``Schema.dump`` gives of objects with these attributes (``restore.FileState``; a test compares the
+        two), without its per-field machinery: 15 ms for the 1,000 files one call may ask about, against well
+        under 1 ms for these plain dictionaries."""
+        many = self.many if many is None else many
+        dumped = [{"checksum": item.checksum, "available": item.available, "tier": item.tier, "state": item.state,
+                   "expires_at": item.expires_at.isoformat() if item.expires_at is not None else None}
+                  for item in (obj if many else [obj])]
+        return dumped if many else dumped[0]
+
 
 class RestoreRequestSchema(StrictSchema):
-    checksums = fields.List(fields.String(validate=domain(names.validate_checksum)), required=True,
-                            validate=validate.Length(min=1, max=1000))
+    checksums = ChecksumList(required=True, validate=validate.Length(min=1, max=1000))
     hours = fields.Integer(strict=True, load_default=None, validate=validate.Range(min=1, max=720), metadata={
         "description": "how long the restored copy stays in the cache (default STORAGE_RESTORE_HOURS); a cached "
                        "copy's expiry is extended to it"})

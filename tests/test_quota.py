@@ -300,51 +300,6 @@ def test_a_late_read_of_last_month_cannot_spend_the_carried_one_time_quota_again
     assert quota(client, "2026-11")["sp_free_quota_size"] == 0
     assert quota(client, "2026-12")["sp_free_quota_size"] == 20
 
-
-def test_a_record_page_reached_by_a_cursor_starts_its_index_scan_at_the_cursor(client, storage, engine):
-    """The cursor must be the index range's start (cost flat however deep the page); docs/benchmarks.md
-    "Scale" has the plans. This fails if the query goes back to filtering from start_timestamp_us."""
-    from sqlalchemy import event
-
-    make_bucket(storage)
-    with storage.session_factory()() as session, session.begin():
-        bucket_id = session.scalar(select(Bucket.id))
-        session.add_all([ReadRecord(bucket_id=bucket_id, year_month="2026-11", object_name="o", object_id=i,
-                                    checksum="0" * 64, account="a", timestamp_us=1000 + i // 2, read_size=1)
-                         for i in range(400)])
-    first = client.get("/api/v1/buckets/bucket/read-records?max_records=150&start_timestamp_us=1000").json
-    seen: list[tuple[str, object]] = []
-
-    def capture(_conn, _cursor, statement, parameters, _context, _many):
-        if "FROM read_records" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        page = client.get("/api/v1/buckets/bucket/read-records?max_records=150&start_timestamp_us=1000"
-                          f"&cursor={first['next_cursor']}").json
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    assert page["read_records"][0]["timestamp_us"] == first["read_records"][-1]["timestamp_us"] + (
-        page["read_records"][0]["object_id"] % 2 == 0)
-    (statement, parameters), = seen
-    cursor_ts = first["read_records"][-1]["timestamp_us"]
-    with engine.connect() as connection:
-        raw = connection.connection.dbapi_connection.cursor()
-        if engine.dialect.name == "postgresql":
-            raw.execute("EXPLAIN " + statement, parameters)
-            plan = "\n".join(row[0] for row in raw.fetchall())
-            # the bound sits in the Index Cond with the cursor's timestamp, not in a Filter
-            condition = plan.replace("::bigint", "").replace("'", "")
-            assert "Index Cond" in plan and f"timestamp_us >= {cursor_ts})" in condition, plan
-            assert "Filter" not in plan, plan
-        else:
-            raw.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-            plan = "\n".join(str(row[-1]) for row in raw.fetchall())
-            assert "USING INDEX ix_read_records_bucket_time (bucket_id=? AND timestamp_us>?" in plan, plan
-            assert cursor_ts in (parameters.values() if isinstance(parameters, dict) else parameters)
-
-
 def test_history_is_newest_first_with_empty_months_as_zeros(client, storage, local_location, clock):
     make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=10, free_read_quota=100)
     put(storage, "bucket", "k", b"x" * 25)

@@ -15,7 +15,7 @@ from storage_core.models import Bucket, File, FileCopy, Object, StorageLocation
 from storage_core.names import validate_checksum
 from storage_core.services.content import ContentStore
 from storage_core.services.locations import get_location
-from storage_core.services.restore import RestoreService
+from storage_core.services.restore import FileState, RestoreService
 from storage_core.services.sources import damaged_pieces, serving_order
 
 
@@ -77,8 +77,7 @@ class AvailabilityService:
     def __init__(self, restore: RestoreService):
         self.restore = restore
 
-    def check(self, checksums: list[str], principal: Principal) -> list[dict[str, Any]]:
-        """Callers learn only of files they could read (``AccessPolicy.readable``): others are ``unknown``."""
-        return [{"checksum": state.checksum, "available": state.available, "tier": state.tier,
-                 "state": state.state, "expires_at": state.expires_at}
-                for state in self.restore.states(checksums, principal)]
+    def check(self, checksums: list[str], principal: Principal) -> list[FileState]:
+        """Callers learn only of files they could read (``AccessPolicy.readable``): others are ``unknown``.
+        Each state has the fields of ``AvailabilitySchema`` (checksum, available, tier, state, expires_at)."""
+        return self.restore.states(checksums, principal)

@@ -15,19 +15,20 @@ once however many ask); the workers (``restore_jobs.RestoreWorker``) do the rest
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import case, func, null, select, update
+from sqlalchemy import Engine, case, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import AccessPolicy, Principal
-from storage_core.db import transaction
+from storage_core.db import among, connection, transaction
 from storage_core.errors import InvalidArgument, ObjectNotFound
 from storage_core.models import (
     Access,
@@ -52,10 +53,11 @@ FILE_STATES = (AVAILABLE, RESTORING, QUEUED, NEARLINE, UNKNOWN)
 MAX_HOURS = 720
 
 
-@dataclass(frozen=True, slots=True)
-class FileState:
+class FileState(NamedTuple):
     """What a caller learns of a file: its state, the expiry of its cached copy, the tier it is served from,
-    and (restoring, queued) the seconds to wait before trying to read it."""
+    and (restoring, queued) the seconds to wait before trying to read it. A named tuple, not a frozen
+    dataclass: an availability call makes one per file, up to 1,000, and a frozen dataclass takes 1.5 µs
+    to build (each field set through object.__setattr__), a tuple a fifth of that."""
 
     checksum: str
     state: str
@@ -83,7 +85,7 @@ class Residency:
     expires_at: dt.datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Copies:
     """The servable copies of one file, by kind."""
 
@@ -109,8 +111,12 @@ class Wakeup:
 
 class RestoreService:
     def __init__(self, session_factory: sessionmaker[Session], plugins: PluginCache, policy: AccessPolicy,
-                 settings: Settings, clock: Callable[[], int] = now_us, wakeup: Wakeup | None = None):
+                 settings: Settings, clock: Callable[[], int] = now_us, wakeup: Wakeup | None = None,
+                 autocommit_engine: Engine | None = None):
         self.session_factory = session_factory
+        # states() reads without a transaction: one round trip instead of three (BEGIN, SELECT, COMMIT), and on
+        # SQLite no write lock (every transaction there begins IMMEDIATE)
+        self.autocommit_engine = autocommit_engine
         self.plugins = plugins
         self.policy = policy
         self.default_hours = settings.restore_hours
@@ -125,10 +131,20 @@ class RestoreService:
 
     def states(self, checksums: list[str], principal: Principal) -> list[FileState]:
         """The state of each file (``unknown`` for what the caller cannot read), in the order asked."""
-        with transaction(self.session_factory) as session:
-            readable = self._readable(session, checksums, principal)
-            found = self._states_in(session, readable)
+        with self._reading() as session:
+            # the read check is part of the copies' query: one round trip for the common case
+            found = self._states_in(session, set(checksums), readable_by=principal)
         return [found.get(c) or FileState(c, UNKNOWN) for c in checksums]
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Session]:
+        """A session for reads only: on an autocommit connection when there is an autocommit engine."""
+        if self.autocommit_engine is None:
+            with transaction(self.session_factory) as session:
+                yield session
+            return
+        with connection(self.autocommit_engine) as conn, Session(bind=conn) as session:
+            yield session
 
     def request(self, checksums: list[str], hours: int | None, principal: Principal) -> list[FileState]:
         """Restore each nearline file for ``hours`` (default ``STORAGE_RESTORE_HOURS``); extend the expiry of
@@ -244,37 +260,51 @@ class RestoreService:
             select(Object.checksum).join(Bucket, Bucket.id == Object.bucket_id)
             .where(Object.checksum.in_(wanted), self.policy.readable(principal, Bucket, Object.key)).distinct()))
 
-    def _copies(self, session: Session, checksums: set[str]) -> dict[str, _Copies]:
-        rows = session.execute(
-            select(FileCopy.checksum, FileCopy.id, FileCopy.state, FileCopy.expires_at, StorageLocation)
-            .join(StorageLocation, StorageLocation.id == FileCopy.location_id)
-            .where(FileCopy.checksum.in_(checksums), FileCopy.state.in_(CopyState.SERVABLE),
-                   StorageLocation.enabled.is_(True))
-            .order_by(*serving_order())).all()
+    def _copies(self, session: Session, checksums: set[str], readable_by: Principal | None = None
+                ) -> dict[str, _Copies]:
+        """The servable copies of each of the files, in serving order; with ``readable_by``, of those files only
+        that the principal may read (``_readable``'s rule: for an admin, a file with copies exists)."""
+        L = StorageLocation
+        query = (select(FileCopy.checksum, FileCopy.id, FileCopy.state, FileCopy.expires_at, L.id, L.access,
+                        L.purpose, L.tier)
+                 .join(L, L.id == FileCopy.location_id)
+                 .where(among(session, FileCopy.checksum, checksums), FileCopy.state.in_(CopyState.SERVABLE),
+                        L.enabled.is_(True)))
+        if readable_by is not None and not readable_by.is_admin:
+            query = query.where(select(Object.id).join(Bucket, Bucket.id == Object.bucket_id).where(
+                Object.checksum == FileCopy.checksum, self.policy.readable(readable_by, Bucket, Object.key)).exists())
+        # plain rows, not ORM entities: a thousand files are a thousand rows, and this runs per availability call
+        rows = session.execute(query.order_by(*serving_order())).all()
         # a cached copy with damaged pieces counts as absent: it is restored again, not repaired
         damaged = set(damaged_pieces(session, [r[1] for r in rows if r[2] == CopyState.CACHED]))
         copies: dict[str, _Copies] = {}
-        for checksum, copy_id, state, expires_at, location in rows:
-            found = copies.setdefault(checksum, _Copies())
-            if location.access == Access.NEARLINE:
-                found.nearline.append(location)
+        for checksum, copy_id, state, expires_at, location_id, access, purpose, tier in rows:
+            found = copies.get(checksum)
+            if found is None:
+                found = copies[checksum] = _Copies()
+            if access == Access.NEARLINE:
+                found.nearline.append(session.get_one(StorageLocation, location_id))
             elif copy_id in damaged:
                 continue
-            elif state == CopyState.CACHED or location.purpose == Purpose.CACHE:
-                found.cached.append((copy_id, as_utc(expires_at) if expires_at else None, location.tier))
+            elif state == CopyState.CACHED or purpose == Purpose.CACHE:
+                found.cached.append((copy_id, as_utc(expires_at) if expires_at else None, tier))
             elif found.online_tier is None:  # serving order: the first is the best
-                found.online_tier = location.tier
+                found.online_tier = tier
         return copies
 
     def _jobs(self, session: Session, checksums: set[str]) -> dict[str, RestoreJob]:
-        return {job.checksum: job for job in session.scalars(
-            select(RestoreJob).where(RestoreJob.checksum.in_(checksums)))}
-
-    def _states_in(self, session: Session, checksums: set[str]) -> dict[str, FileState]:
         if not checksums:
             return {}
-        copies = self._copies(session, checksums)
-        jobs = self._jobs(session, checksums)
+        return {job.checksum: job for job in session.scalars(
+            select(RestoreJob).where(among(session, RestoreJob.checksum, checksums)))}
+
+    def _states_in(self, session: Session, checksums: set[str], readable_by: Principal | None = None
+                   ) -> dict[str, FileState]:
+        if not checksums:
+            return {}
+        copies = self._copies(session, checksums, readable_by)
+        # a restore job matters only to a file served from nearline alone
+        jobs = self._jobs(session, {c for c, found in copies.items() if found.online_tier is None and found.nearline})
         now = self._now()
         return {c: self._state(c, copies.get(c), jobs.get(c), now) for c in checksums}
 
