@@ -63,7 +63,7 @@ run-downloader: install $(DEV_SECRET)
 	STORAGE_BIND=$(DOWNLOADER_BIND) STORAGE_S3_BIND=$(DOWNLOADER_S3_BIND) exec $(BIN)/downloader-service
 
 # The whole suite once per profile, on PostgreSQL and moto's S3 server (both started by fixtures/CI), then the
-# SQLite lane: the embedded default of `make run` under the download, range, quota, upload, CLI, health and
+# SQLite lane: the embedded default of `make run` under the download, range, quota, upload, CLI, health, plan and
 # concurrency tests (tests marked postgresql are skipped there).
 test: install test-storage test-downloader test-sqlite
 
