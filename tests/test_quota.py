@@ -545,3 +545,43 @@ def test_a_csv_page_of_a_thousand_records_is_sent_in_chunks(client, storage):
     assert len(chunks) == 5  # header with the first 200 rows, then 200 rows a chunk
     assert sum(chunk.count(b"\r\n") for chunk in chunks) == 1 + 1000
     assert "X-Next-Cursor" not in response.headers
+
+
+def test_a_busy_combiner_gathers_before_its_next_batch_and_an_idle_one_does_not_wait():
+    import threading
+
+    from storage_core.services.combiner import Combiner
+
+    batches: list[list[str]] = []
+    release = threading.Event()
+
+    def run(_key: str, items: list[str]) -> list[str]:
+        batches.append(items)
+        if items == ["first"]:
+            release.wait(10)
+        return [item.upper() for item in items]
+
+    combiner: Combiner[str] = Combiner(run, gather=0.5)
+    started = time.monotonic()
+    assert combiner.submit("k", "alone") == "ALONE"
+    assert time.monotonic() - started < 0.4  # the key was idle: no gathering wait
+    results: dict[str, str] = {}
+
+    def submit(item: str) -> None:
+        results[item] = combiner.submit("k", item)
+
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    while len(batches) < 2:  # the first batch runs (and blocks)
+        time.sleep(0.01)
+    queued = threading.Thread(target=submit, args=("queued",))
+    queued.start()
+    time.sleep(0.1)
+    release.set()  # "queued" is handed the lead and waits for more before its batch
+    time.sleep(0.1)
+    late = threading.Thread(target=submit, args=("late",))
+    late.start()
+    for thread in (first, queued, late):
+        thread.join(10)
+    assert results == {"first": "FIRST", "queued": "QUEUED", "late": "LATE"}
+    assert batches == [["alone"], ["first"], ["queued", "late"]]

@@ -37,7 +37,7 @@ from storage_core.errors import InvalidArgument, QuotaExceeded
 from storage_core.metrics import QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
 from storage_core.services.buckets import get_bucket
-from storage_core.services.combiner import Combiner
+from storage_core.services.combiner import BUSY_GATHER_SECONDS, Combiner
 from storage_core.timeutil import now_us, recent_months, seconds_to_next_month, year_month_of
 
 T = BucketTraffic
@@ -189,7 +189,7 @@ class QuotaService:
         self.autocommit_engine = autocommit_engine or session_factory.kw["bind"].execution_options(
             isolation_level="AUTOCOMMIT")
         self.clock = clock  # microseconds since the epoch (the container's clock provider)
-        self._combiner: Combiner[Charge] = Combiner(self.charge_together)
+        self._combiner: Combiner[Charge] = Combiner(self.charge_together, BUSY_GATHER_SECONDS)
         self._combine = self.autocommit_engine.dialect.name == "postgresql"
         # (bucket, month) whose last batch found too little charged quota: the next goes to the locked row
         # at once rather than try the one-statement charge first (either way is exact; this saves a round trip)
