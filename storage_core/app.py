@@ -42,6 +42,26 @@ def finish_request(response: Response) -> Response:
     return response
 
 
+class StorageFlask(Flask):
+    """Flask, with the answer to "is this hook or view a coroutine function?" kept per function: Flask asks it
+    (``inspect.iscoroutinefunction``) for every hook and the view of every request, eight times for a download."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Any, Any] = {}
+
+    def ensure_sync(self, func: Any) -> Any:
+        try:
+            return self._sync[func]
+        except KeyError:
+            made = super().ensure_sync(func)
+            if len(self._sync) < 1000:  # the app's hooks, views and handlers: a bounded set
+                self._sync[func] = made
+            return made
+        except TypeError:  # not hashable
+            return super().ensure_sync(func)
+
+
 class StorageApi(Api):
     """smorest's Api without its ``default`` error response: every error is documented as the problem it is
     (``storage_core.openapi``)."""
@@ -57,7 +77,7 @@ def create_app(default_profiles: Iterable[str] = (profiles.STORAGE,), settings: 
     if container is None:
         container = build_container(settings, active)
 
-    app = Flask("storage_core", static_folder=None)
+    app = StorageFlask("storage_core", static_folder=None)
     app.request_class = JsonLimitedRequest
     app.config.update(
         API_TITLE=API_TITLE,

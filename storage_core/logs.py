@@ -6,9 +6,9 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -22,7 +22,8 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 
 def request_id_from(header: str | None) -> str:
-    return header if header and VALID_REQUEST_ID.match(header) else uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, as uuid4().hex looked, without building a UUID per request
+    return header if header and VALID_REQUEST_ID.match(header) else os.urandom(16).hex()
 
 
 class RequestIdFilter(logging.Filter):

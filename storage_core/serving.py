@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -188,6 +189,10 @@ def post_worker_init(worker: Any) -> None:
     from storage_core.workers import start_for_app
 
     start_for_app(worker.wsgi)
+    # The app's own objects (modules, mappers, schemas, routes: a few hundred thousand) live as long as the
+    # worker: frozen, the collector stops walking them at every full collection, a few per cent of a worker's
+    # CPU on small downloads (perf). What requests allocate later is collected as before.
+    gc.freeze()
 
 
 def worker_exit(_server: object, worker: Any) -> None:

@@ -257,6 +257,116 @@ def test_a_failed_combined_charge_charges_nothing_and_leaves_no_open_transaction
         assert sorted(session.scalars(select(ReadRecord.object_name))) == ["k", "k"]
 
 
+@pytest.mark.postgresql(reason="combined charges are PostgreSQL's (charge_together); SQLite charges one by one")
+def test_a_batch_the_charged_quota_covers_is_charged_in_one_statement(storage, local_location):
+    from sqlalchemy import event
+
+    from storage_core.services.quota import ReadRequest
+
+    make_bucket(storage, charged_read_quota=100, monthly_free_read_quota=50, free_read_quota=50)
+    quota = storage.quota_service()
+    with storage.session_factory()() as session:
+        bucket_id = session.scalar(select(Bucket.id))
+    # creates the month row
+    quota.charge_together((bucket_id, "2026-11"), [(ReadRequest(bucket_id, "first", 1, "0" * 64, "a", 1), NOV)])
+    statements: list[str] = []
+    event.listen(quota.autocommit_engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: statements.append(statement))
+    batch = [(ReadRequest(bucket_id, f"k{i}", i, "0" * 64, f"a{i}", size), NOV + i)
+             for i, size in enumerate([30, 9, 60])]
+    results = quota.charge_together((bucket_id, "2026-11"), batch)
+    # 99 bytes of charged quota left: all three are charged quota only, decided and recorded in one round trip
+    assert len(statements) == 1 and statements[0].startswith("WITH consumed AS (UPDATE bucket_traffic")
+    assert [(r.size, r.split.charged, r.split.monthly_free, r.split.free) for r in results] == [
+        (30, 30, 0, 0), (9, 9, 0, 0), (60, 60, 0, 0)]
+    with storage.session_factory()() as session:
+        traffic = session.scalar(select(BucketTraffic))
+        assert (traffic.charged_consumed_size, traffic.monthly_free_consumed_size, traffic.free_consumed_size,
+                traffic.free_quota_remaining) == (100, 0, 0, 50)
+        records = {r.id: (r.object_name, r.object_id, r.account, r.timestamp_us, r.read_size, r.charged_size,
+                          r.monthly_free_size, r.free_size) for r in session.scalars(select(ReadRecord))}
+    # each charge knows its own record, as refunds need
+    for i, result in enumerate(results):
+        size = batch[i][0].size
+        assert records[result.record_id] == (f"k{i}", i, f"a{i}", NOV + i, size, size, 0, 0)
+
+
+@pytest.mark.postgresql(reason="combined charges are PostgreSQL's (charge_together); SQLite charges one by one")
+def test_a_batch_the_charged_quota_does_not_cover_is_decided_on_the_locked_row(storage, local_location):
+    from sqlalchemy import event
+
+    from storage_core.services.quota import ReadRequest
+
+    make_bucket(storage, charged_read_quota=10, monthly_free_read_quota=5, free_read_quota=0)
+    quota = storage.quota_service()
+    with storage.session_factory()() as session:
+        bucket_id = session.scalar(select(Bucket.id))
+    # creates the month row: 9 charged left
+    quota.charge_together((bucket_id, "2026-11"), [(ReadRequest(bucket_id, "first", 1, "0" * 64, "a", 1), NOV)])
+    statements: list[str] = []
+    event.listen(quota.autocommit_engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: statements.append(statement))
+
+    def request(size: int) -> tuple[ReadRequest, int]:
+        return ReadRequest(bucket_id, "k", 1, "0" * 64, "a", size), NOV
+
+    results = quota.charge_together((bucket_id, "2026-11"), [request(6), request(6), request(3)])
+    # 14 bytes left (9 charged, 5 monthly): 3 then 6 fit, the second 6 does not; the one-statement try
+    # consumed nothing, the locked row decided
+    assert [(r.size, r.split.charged, r.split.monthly_free) if not isinstance(r, Exception) else None
+            for r in results] == [(6, 6, 0), None, (3, 3, 0)]
+    assert len(statements) == 3
+    with storage.session_factory()() as session:
+        traffic = session.scalar(select(BucketTraffic))
+        assert (traffic.charged_consumed_size, traffic.monthly_free_consumed_size) == (10, 0)
+        assert sorted(session.scalars(select(ReadRecord.read_size))) == [1, 3, 6]
+    # the month is now short of charged quota: the next batch goes to the locked row at once (2 round trips),
+    # and is charged to the monthly free quota
+    statements.clear()
+    (charge,) = quota.charge_together((bucket_id, "2026-11"), [request(5)])
+    assert (charge.split.charged, charge.split.monthly_free) == (0, 5)
+    assert len(statements) == 2 and statements[0].startswith("BEGIN;")
+
+
+@pytest.mark.postgresql(reason="combined charges are PostgreSQL's (charge_together); SQLite charges one by one")
+def test_concurrent_batches_of_two_instances_across_both_charge_paths_are_exact(storage, local_location):
+    """Two quota services (two instances) charge one bucket at once while its charged quota runs out, so batches
+    go through the one-statement charge, its fallback and the locked row's split: nothing is spent twice."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage_core.accounting import Split
+    from storage_core.errors import QuotaExceeded
+    from storage_core.services.quota import QuotaService, ReadRequest
+
+    make_bucket(storage, charged_read_quota=3000, monthly_free_read_quota=700, free_read_quota=300)
+    first = storage.quota_service()
+    second = QuotaService(storage.session_factory(), first.clock, first.autocommit_engine)
+    with storage.session_factory()() as session:
+        bucket_id = session.scalar(select(Bucket.id))
+    sizes = [random.Random(i).randint(1, 40) for i in range(400)]  # 8 KB asked for, 4,000 bytes of quota
+
+    def charge(i: int):
+        try:
+            return (first, second)[i % 2].charge(ReadRequest(bucket_id, f"k{i}", i, "0" * 64, "a", sizes[i]))
+        except QuotaExceeded:
+            return None
+
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        charges = [c for c in pool.map(charge, range(400)) if c is not None]
+    spent = sum((c.split for c in charges), Split())
+    with storage.session_factory()() as session:
+        traffic = session.scalar(select(BucketTraffic))
+        assert (traffic.charged_consumed_size, traffic.monthly_free_consumed_size, traffic.free_consumed_size) == (
+            spent.charged, spent.monthly_free, spent.free)
+        assert traffic.free_quota_remaining == 300 - spent.free
+        assert spent.charged <= 3000 and spent.monthly_free <= 700 and spent.free <= 300
+        assert spent.total > 4000 - 40  # refused only when what was left could not pay for a read
+        records = {r.id: (r.read_size, r.charged_size, r.monthly_free_size, r.free_size)
+                   for r in session.scalars(select(ReadRecord))}
+    assert records == {c.record_id: (c.size, c.split.charged, c.split.monthly_free, c.split.free) for c in charges}
+
+
 def test_concurrent_charges_in_one_process_are_exact(storage, local_location):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -390,3 +500,43 @@ def test_a_csv_page_of_a_thousand_records_is_sent_in_chunks(client, storage):
     assert len(chunks) == 5  # header with the first 200 rows, then 200 rows a chunk
     assert sum(chunk.count(b"\r\n") for chunk in chunks) == 1 + 1000
     assert "X-Next-Cursor" not in response.headers
+
+
+def test_a_busy_combiner_gathers_before_its_next_batch_and_an_idle_one_does_not_wait():
+    import threading
+
+    from storage_core.services.combiner import Combiner
+
+    batches: list[list[str]] = []
+    release = threading.Event()
+
+    def run(_key: str, items: list[str]) -> list[str]:
+        batches.append(items)
+        if items == ["first"]:
+            release.wait(10)
+        return [item.upper() for item in items]
+
+    combiner: Combiner[str] = Combiner(run, gather=0.5)
+    started = time.monotonic()
+    assert combiner.submit("k", "alone") == "ALONE"
+    assert time.monotonic() - started < 0.4  # the key was idle: no gathering wait
+    results: dict[str, str] = {}
+
+    def submit(item: str) -> None:
+        results[item] = combiner.submit("k", item)
+
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    while len(batches) < 2:  # the first batch runs (and blocks)
+        time.sleep(0.01)
+    queued = threading.Thread(target=submit, args=("queued",))
+    queued.start()
+    time.sleep(0.1)
+    release.set()  # "queued" is handed the lead and waits for more before its batch
+    time.sleep(0.1)
+    late = threading.Thread(target=submit, args=("late",))
+    late.start()
+    for thread in (first, queued, late):
+        thread.join(10)
+    assert results == {"first": "FIRST", "queued": "QUEUED", "late": "LATE"}
+    assert batches == [["alone"], ["first"], ["queued", "late"]]

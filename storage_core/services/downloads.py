@@ -109,14 +109,21 @@ class ChargedBody:
         watch, handed = self._watch, 0
         if watch is not None:
             watch.before_first_chunk()
+        first = 0
         for source in (self._prefetched, self._chunks):
             for data, is_content in source:
-                if watch is not None and not is_content:
-                    watch.framing(handed, len(data))
+                if watch is not None:
+                    # only the header and the first chunk are handed so far: their sum gives the header's
+                    # length (measured here rather than after the first chunk, so a body of one chunk, which
+                    # is complete once handed, costs no measurement)
+                    if handed and handed == first:
+                        watch.after_first_chunk(first)
+                    if not is_content:
+                        watch.framing(handed, len(data))
                 yield data
                 # resumed: the server has handed the chunk to the kernel
-                if watch is not None and not handed:
-                    watch.after_first_chunk(len(data))
+                if not handed:
+                    first = len(data)
                 handed += len(data)
                 if is_content:
                     self.delivered += len(data)

@@ -9,7 +9,11 @@ exact under any concurrency on any number of instances:
   split are computed from the locked row, then one relative UPDATE and one multi-row INSERT. Every read
   of a bucket queues on that row's lock, so one transaction (one commit, one fsync) for a whole batch
   instead of one per read is what lets reads of one bucket scale. Requests are admitted smallest first:
-  when one is refused, no other refused one would have fit either.
+  when one is refused, no other refused one would have fit either. When the month's charged quota alone
+  pays for the whole batch (the usual case of a paying bucket), the split of every read is all charged
+  quota and nothing needs deciding in Python: one statement consumes and records, under the row lock
+  its UPDATE takes, only if that row still has enough charged quota (``CHARGE_FROM_CHARGED_QUOTA``);
+  otherwise the batch is decided on the locked row as above.
 - **one charge per transaction (SQLite)**: the transaction begins with the write lock (``BEGIN
   IMMEDIATE``, see ``db.make_engine``), reads the month row, splits, updates and records.
 
@@ -34,7 +38,7 @@ from storage_core.errors import InvalidArgument, QuotaExceeded
 from storage_core.metrics import CHARGE_BATCH_SIZE, CHARGE_LOCK_SECONDS, QUOTA_REJECTIONS
 from storage_core.models import Bucket, BucketTraffic, ReadRecord
 from storage_core.services.buckets import get_bucket
-from storage_core.services.combiner import Combiner
+from storage_core.services.combiner import BUSY_GATHER_SECONDS, Combiner
 from storage_core.timeutil import now_us, recent_months, seconds_to_next_month, year_month_of
 
 T = BucketTraffic
@@ -57,6 +61,26 @@ CONSUME_RECORD_COMMIT = (
     " timestamp_us, read_size, charged_size, monthly_free_size, free_size) VALUES {rows}; COMMIT"
 )
 RECORD_VALUES = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+# One round trip, one transaction (autocommit: the statement is its own), for a batch that the month's charged
+# quota alone pays for: ``split_charge`` takes charged quota first, so every read's split is then all charged.
+# The UPDATE locks the month row and re-checks the condition on its newest version: it consumes only if the
+# whole batch still fits, else it matches nothing, nothing is inserted, and no row comes back (the batch is
+# then decided on the locked row). Each record's id is drawn with its batch position, so each charge knows
+# its own record.
+CHARGE_FROM_CHARGED_QUOTA = (
+    "WITH consumed AS (UPDATE bucket_traffic SET charged_consumed_size = charged_consumed_size + %s"
+    " WHERE bucket_id = %s AND year_month = %s AND charged_quota_size - charged_consumed_size >= %s"
+    " RETURNING bucket_id, year_month),"
+    " wanted AS MATERIALIZED (SELECT nextval(pg_get_serial_sequence('read_records', 'id')) AS id, w.*"
+    " FROM consumed, (VALUES {rows}) AS w (position, object_name, object_id, checksum, account, timestamp_us,"
+    " read_size)),"
+    " inserted AS (INSERT INTO read_records (id, bucket_id, year_month, object_name, object_id, checksum, account,"
+    " timestamp_us, read_size, charged_size, monthly_free_size, free_size)"
+    " SELECT wanted.id, consumed.bucket_id, consumed.year_month, object_name, object_id, checksum, account,"
+    " timestamp_us, read_size, read_size, 0, 0 FROM wanted, consumed)"
+    " SELECT position, id FROM wanted"
+)
+WANTED_VALUES = "(%s, %s, %s, %s, %s, %s, %s)"
 
 
 # the columns of a read record in the API, in the order of the CSV export
@@ -177,8 +201,11 @@ class QuotaService:
         self.autocommit_engine = autocommit_engine or session_factory.kw["bind"].execution_options(
             isolation_level="AUTOCOMMIT")
         self.clock = clock  # microseconds since the epoch (the container's clock provider)
-        self._combiner: Combiner[Charge] = Combiner(self.charge_together)
+        self._combiner: Combiner[Charge] = Combiner(self.charge_together, BUSY_GATHER_SECONDS)
         self._combine = self.autocommit_engine.dialect.name == "postgresql"
+        # (bucket, month) whose last batch found too little charged quota: the next goes to the locked row
+        # at once rather than try the one-statement charge first (either way is exact; this saves a round trip)
+        self._short_of_charged: set[tuple[int, str]] = set()
 
     # ---- checker -----------------------------------------------------------------------------------
 
@@ -194,6 +221,11 @@ class QuotaService:
         """Charges of one bucket and month in one transaction (PostgreSQL): each gets its ``Charge`` or
         its ``QuotaExceeded``, smallest first while they fit."""
         bucket_id, year_month = key
+        if key not in self._short_of_charged:
+            charges = self._charge_from_charged_quota(bucket_id, year_month, batch)
+            if charges is not None:
+                return charges
+            self._note_short(key, True)
         with connection(self.autocommit_engine) as conn:
             try:
                 # round trip 1: open the transaction, lock the month row, take an id for every record
@@ -216,8 +248,31 @@ class QuotaService:
             return self.charge_together(key, batch)
         return results
 
-    @staticmethod
-    def _admit(conn: Connection, bucket_id: int, year_month: str, row: Any,
+    def _charge_from_charged_quota(self, bucket_id: int, year_month: str,
+                                   batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception] | None:
+        """The whole batch paid by the month's charged quota in one statement, or None (nothing charged) when
+        that quota does not cover all of it or the month has no row yet."""
+        total = sum(request.size for request, _ in batch)
+        values: list[Any] = [total, bucket_id, year_month, total]
+        for position, (request, timestamp_us) in enumerate(batch):
+            values += [position, request.object_name, request.object_id, request.checksum, request.account,
+                       timestamp_us, request.size]
+        with connection(self.autocommit_engine) as conn:
+            rows = conn.exec_driver_sql(
+                CHARGE_FROM_CHARGED_QUOTA.format(rows=", ".join([WANTED_VALUES] * len(batch))), tuple(values)).all()
+        if not rows:
+            return None
+        ids = dict(rows)
+        return [Charge(ids[position], bucket_id, year_month, Split(charged=request.size))
+                for position, (request, _) in enumerate(batch)]
+
+    def _note_short(self, key: tuple[int, str], short: bool) -> None:
+        if not short:
+            self._short_of_charged.discard(key)
+        elif len(self._short_of_charged) < 100_000:  # bounded: past it, a batch may just try once more
+            self._short_of_charged.add(key)
+
+    def _admit(self, conn: Connection, bucket_id: int, year_month: str, row: Any,
                batch: list[tuple[ReadRequest, int]]) -> list[Charge | Exception]:
         """Admit the smallest requests first while they fit in what the locked row has left; round trip 2
         consumes, records and commits."""
@@ -229,6 +284,9 @@ class QuotaService:
                 break  # smallest first: nothing after this fits either
             admitted.append((position, split))
             left = left.after(split)
+        # the next batch of this month tries the one-statement charge again when charged quota would pay for
+        # one like this one
+        self._note_short((bucket_id, year_month), left.charged < sum(request.size for request, _ in batch))
         if not admitted:
             conn.exec_driver_sql("ROLLBACK")
             return [quota_exceeded(request.size, timestamp_us) for request, timestamp_us in batch]

@@ -34,7 +34,7 @@ from storage_core.models import (
     PresignRevocation,
     StorageLocation,
 )
-from storage_core.services.combiner import Combiner
+from storage_core.services.combiner import BUSY_GATHER_SECONDS, Combiner
 from storage_core.services.permissions import bucket_access
 from storage_core.services.sources import PluginCache, Source, serving_order
 from storage_core.timeutil import as_utc, now_us
@@ -173,7 +173,7 @@ class Resolver:
         self.policy = policy
         self.clock = clock
         self._batched = autocommit_engine.dialect.name == "postgresql"
-        self._combiner: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch)
+        self._combiner: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch, BUSY_GATHER_SECONDS)
 
     def resolve(self, selector: Selector, principal: Principal) -> Target:
         if isinstance(selector, ByKey):
