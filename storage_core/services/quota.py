@@ -258,10 +258,13 @@ class QuotaService:
             values += [position, request.object_name, request.object_id, request.checksum, request.account,
                        timestamp_us, request.size]
         with connection(self.autocommit_engine) as conn:
+            started = time.perf_counter()  # the statement holds the month row from its UPDATE to its commit
             rows = conn.exec_driver_sql(
                 CHARGE_FROM_CHARGED_QUOTA.format(rows=", ".join([WANTED_VALUES] * len(batch))), tuple(values)).all()
         if not rows:
             return None
+        CHARGE_LOCK_SECONDS.observe(time.perf_counter() - started)  # at most: the round trip bounds the hold
+        CHARGE_BATCH_SIZE.observe(len(batch))
         ids = dict(rows)
         return [Charge(ids[position], bucket_id, year_month, Split(charged=request.size))
                 for position, (request, _) in enumerate(batch)]
