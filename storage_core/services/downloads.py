@@ -109,7 +109,7 @@ class ChargedBody:
         watch, handed = self._watch, 0
         if watch is not None:
             watch.before_first_chunk()
-        for source in (self._prefetched, self._chunks):
+        for source in (self._take_prefetched(), self._chunks):
             for data, is_content in source:
                 if watch is not None and not is_content:
                     watch.framing(handed, len(data))
@@ -123,8 +123,13 @@ class ChargedBody:
                 if renew_at is not None and time.monotonic() >= renew_at:
                     self._renew()
                     renew_at = time.monotonic() + self._limits.renew_every_seconds
-        self._prefetched = []
         self._complete = True
+
+    def _take_prefetched(self) -> Chunks:
+        """The chunks read before the answer, each let go once handed on (a slow client would otherwise keep
+        the first block in memory for its whole download)."""
+        while self._prefetched:
+            yield self._prefetched.pop(0)
 
     def _renew(self) -> None:
         if self._admission is not None:
