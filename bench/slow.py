@@ -61,7 +61,7 @@ SAMPLE_EVERY_S = 0.5
 STALL_S = 120  # a connection that receives nothing for this long counts as failed (the client gives up)
 # what the service's log must not say (a request that waited in vain for a pooled connection, or worse)
 LOG_PROBLEMS = ("QueuePool", "DatabaseUnavailable", "database unavailable", "TimeoutError", "Traceback",
-                "WORKER TIMEOUT", "Worker exiting", "Too many open files")
+                "WORKER TIMEOUT", "Too many open files", "refund of")
 
 
 def raise_nofile(want: int) -> int:
@@ -80,9 +80,10 @@ def raise_nofile(want: int) -> int:
 class SlowDownload(asyncio.Protocol):
     """One GET on one connection, read at most ``rate`` bytes per second and hashed as it arrives."""
 
-    def __init__(self, request: bytes, rate: float, done: asyncio.Future[dict[str, Any]]):
+    def __init__(self, request: bytes, rate: float, done: asyncio.Future[dict[str, Any]], stop_after: int = 0):
         self.request = request
         self.rate = rate
+        self.stop_after = stop_after  # > 0: hang up after this many body bytes (the server refunds the rest)
         self.done = done
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -128,6 +129,9 @@ class SlowDownload(asyncio.Protocol):
         if self.received >= self.length:
             self._finish(None)
             return
+        if self.stop_after and self.received >= self.stop_after:
+            self._finish("hung up as planned")
+            return
         # steady pace: no more than ``rate`` bytes per second since the body started
         ahead = self.received / self.rate - (self.loop.time() - self.body_started)
         if ahead > 0 and self.transport is not None:
@@ -158,7 +162,7 @@ class SlowDownload(asyncio.Protocol):
 
 
 async def _one(host: str, port: int, request: bytes, rate: float, rcvbuf: int, connects: asyncio.Semaphore,
-               downloads: list[SlowDownload]) -> dict[str, Any]:
+               downloads: list[SlowDownload], stop_after: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[dict[str, Any]] = loop.create_future()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -171,7 +175,7 @@ async def _one(host: str, port: int, request: bytes, rate: float, rcvbuf: int, c
         sock.close()
         return {"status": None, "received": 0, "error": f"connect: {exc}", "sha256": None, "length": None,
                 "seconds": 0.0}
-    protocol = SlowDownload(request, rate, done)
+    protocol = SlowDownload(request, rate, done, stop_after)
     downloads.append(protocol)
     await loop.create_connection(lambda: protocol, sock=sock)
     return await done
@@ -187,24 +191,26 @@ async def _watch_stalls(downloads: list[SlowDownload]) -> None:
                 d._finish(f"stalled: nothing received for {STALL_S} s after {d.received} bytes")
 
 
-async def run_clients(host: str, port: int, path: str, count: int, rate: float, rcvbuf: int) -> list[dict[str, Any]]:
+async def run_clients(host: str, port: int, path: str, count: int, rate: float, rcvbuf: int,
+                      stop_after: int = 0) -> list[dict[str, Any]]:
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
                "User-Agent: bench-slow\r\n\r\n").encode()
     connects = asyncio.Semaphore(64)  # connections being opened at once (the listen backlog is 2048)
     downloads: list[SlowDownload] = []
     watcher = asyncio.create_task(_watch_stalls(downloads))
     try:
-        return await asyncio.gather(*(_one(host, port, request, rate, rcvbuf, connects, downloads)
+        return await asyncio.gather(*(_one(host, port, request, rate, rcvbuf, connects, downloads, stop_after)
                                       for _ in range(count)))
     finally:
         watcher.cancel()
 
 
 def client_main(argv: list[str]) -> int:
-    """``python -m bench.slow --client HOST PORT PATH COUNT RATE RCVBUF``: JSON results on stdout."""
-    host, port, path, count, rate, rcvbuf = argv
+    """``python -m bench.slow --client HOST PORT PATH COUNT RATE RCVBUF [STOP_AFTER]``: JSON results on stdout."""
+    host, port, path, count, rate, rcvbuf, *rest = argv
     raise_nofile(int(count) + 256)
-    results = asyncio.run(run_clients(host, int(port), path, int(count), float(rate), int(rcvbuf)))
+    results = asyncio.run(run_clients(host, int(port), path, int(count), float(rate), int(rcvbuf),
+                                      int(rest[0]) if rest else 0))
     json.dump(results, sys.stdout)
     return 0
 
@@ -262,7 +268,7 @@ class SlowBenchmark:
 
     def __init__(self, workspace: Workspace, clients: int = CLIENTS, size: int = SIZE, rate: int = RATE,
                  processes: int = CLIENT_PROCESSES, worker_connections: int | None = None,
-                 block_size: int | None = None):
+                 block_size: int | None = None, stop_after: int = 0):
         self.workspace = workspace
         self.clients = clients
         self.size = size
@@ -270,6 +276,7 @@ class SlowBenchmark:
         self.processes = max(1, min(processes, clients))
         self.worker_connections = worker_connections
         self.block_size = block_size  # STORAGE_BLOCK_SIZE of the upload (None: the service's default)
+        self.stop_after = stop_after  # > 0: every client hangs up after this many bytes (refunds at the end)
 
     def prepare(self) -> tuple[str, str]:
         """Upload the object and the warm-up object; their checksums."""
@@ -338,7 +345,8 @@ class SlowBenchmark:
             start = time.monotonic()
             with Sampler(pids) as sampler:
                 procs = [subprocess.Popen([sys.executable, "-m", "bench.slow", "--client", "127.0.0.1",
-                                           str(service.port), path, str(share), str(self.rate), str(RCVBUF)],
+                                           str(service.port), path, str(share), str(self.rate), str(RCVBUF),
+                                           str(self.stop_after)],
                                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                          for share in shares]
                 outputs = [p.communicate() for p in procs]
@@ -355,11 +363,15 @@ class SlowBenchmark:
             problems = self.log_problems(service)  # before the service stops (its shutdown is logged)
         results = [r for out, _ in outputs for r in json.loads(out)]
         records = self.read_records()
-        good = sum(1 for r in results if r["error"] is None and r["sha256"] == checksum
-                   and r["received"] == self.size)
+        if self.stop_after:
+            good = sum(1 for r in results if r["error"] == "hung up as planned")
+        else:
+            good = sum(1 for r in results if r["error"] is None and r["sha256"] == checksum
+                       and r["received"] == self.size)
         wrong = sum(1 for r in results
                     if r["error"] is None and (r["sha256"] != checksum or r["received"] != self.size))
-        errors = Counter(r["error"].split(":")[0] if r["error"] else "ok" for r in results)
+        errors = Counter(r["error"].split(":")[0] if r["error"] and r["error"] != "hung up as planned" else "ok"
+                         for r in results)
         statuses = Counter(str(r["status"]) for r in results)
         durations = sorted(r["seconds"] for r in results if r["error"] is None)
         hwm = sum(m.hwm for m in memories)
@@ -379,9 +391,14 @@ class SlowBenchmark:
             "consumed_matches": records["consumed"] == records["all_read_bytes"],
             "delivered": delivered, "log_problems": problems,
         }
-        result["records_ok"] = (new_records == sum(1 for r in results if r["status"] == 200)
-                                and result["charged_bytes"] == result["split_bytes"] == delivered
-                                and result["consumed_matches"])
+        if self.stop_after:  # refunded down to what each client's TCP stack acknowledged: at least what it read
+            result["records_ok"] = (new_records == sum(1 for r in results if r["status"] == 200)
+                                    and delivered <= result["charged_bytes"] == result["split_bytes"]
+                                    < new_records * self.size and result["consumed_matches"])
+        else:
+            result["records_ok"] = (new_records == sum(1 for r in results if r["status"] == 200)
+                                    and result["charged_bytes"] == result["split_bytes"] == delivered
+                                    and result["consumed_matches"])
         result["targets"] = {
             "complete": good == self.clients,
             "growth": result["growth"] < GROWTH_TARGET,
@@ -430,10 +447,11 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=SIZE // MiB)
     parser.add_argument("--rate-kib", type=int, default=RATE // KiB)
     parser.add_argument("--block-kib", type=int, default=0)
+    parser.add_argument("--stop-after-kib", type=int, default=0)
     args = parser.parse_args()
     with Workspace() as workspace:
         result = SlowBenchmark(workspace, args.clients, args.size_mib * MiB, args.rate_kib * KiB,
-                               block_size=args.block_kib * KiB or None).run()
+                               block_size=args.block_kib * KiB or None, stop_after=args.stop_after_kib * KiB).run()
     print(json.dumps(result, indent=1, default=str))
     return 0 if result["ok"] else 1
 
