@@ -13,6 +13,9 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import resource
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -188,3 +191,18 @@ def test_a_corrupt_block_sent_in_chunks_is_served_from_the_other_copy(client, st
     assert response.status_code == 200 and response.data == data
     assert records(storage) == [SIZE]
     assert reader.WHOLE_BLOCKS.used == 0
+
+
+def test_the_service_raises_its_open_files_limit_to_what_its_connections_need():
+    """Each connection may hold its socket and a piece file: 1,000 connections need more than the usual 1,024."""
+    program = ("import resource; from storage_core.settings import Settings; "
+               "from storage_core.serving import open_files_needed, raise_open_files_limit; "
+               "s = Settings(worker_connections=500); raise_open_files_limit(s); "
+               "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], open_files_needed(s))")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip(f"the hard open files limit ({hard}) is below what the test asks for")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    raised, needed = map(int, done.stdout.split())
+    assert raised == needed >= 2 * 500
