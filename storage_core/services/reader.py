@@ -108,7 +108,6 @@ class VerifiedReader:
         if file is None:
             yield data if (lo == 0 and hi == block_len) else data[lo:hi]
             return
-        del data
         for offset in range(lo, hi, SEND_CHUNK):
             length = min(SEND_CHUNK, hi - offset)
             try:
@@ -132,13 +131,19 @@ class VerifiedReader:
             if file is not None:
                 file.close()
 
+    def _digest(self, file: PieceFile, block_start: int, block_len: int) -> bytes:
+        digest = self._hash()
+        for offset in range(block_start, block_start + block_len, SEND_CHUNK):
+            digest.update(file.read(offset, min(SEND_CHUNK, block_start + block_len - offset)))
+        return digest.digest()
+
     def read_block(self, piece: int, number: int, block_start: int, block_len: int) -> bytes:
         return self._read_block(piece, number, block_start, block_len)[0]
 
     def _read_block(self, piece: int, number: int, block_start: int, block_len: int, reopen: bool = False
                     ) -> tuple[bytes, PieceFile | None]:
-        """The verified block, from the first copy that has it good; with ``reopen``, read through the
-        copy's open file (``open_piece``) when it has one, which is returned with the block."""
+        """The verified block, from the first copy that has it good; with ``reopen``, verified through the
+        copy's open file (``open_piece``) when it has one, which is returned instead of the bytes (``b""``)."""
         layout = self.layout
         index = global_block_index(piece, number, layout.piece_size, layout.block_size)
         expected = layout.block_digests[index * DIGEST_SIZE:(index + 1) * DIGEST_SIZE]
@@ -149,9 +154,13 @@ class VerifiedReader:
             try:
                 file = self._file(position, source, piece) if reopen else None
                 if file is not None:
-                    data = file.read(block_start, block_len)
-                else:
-                    data = b"".join(source.plugin.read_piece(layout.checksum, piece, block_start, block_len))
+                    # the caller sends from the file: the block is only hashed here, a send chunk at a time
+                    # (a 1 MiB buffer per block would be mapped and faulted in afresh each time)
+                    if self.verify and self._digest(file, block_start, block_len) != expected:
+                        raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
+                    self._served[position].inc(block_len)
+                    return b"", file
+                data = b"".join(source.plugin.read_piece(layout.checksum, piece, block_start, block_len))
                 if len(data) != block_len:
                     raise PieceMissing(f"piece {piece} is shorter than recorded on {source.location}")
                 if self.verify and self._hash(data).digest() != expected:
