@@ -7,8 +7,9 @@ of rows, ``scale`` (listing pages and look-ups as the tables grow, bench/scale.p
 friends make a quick run). ``--only`` picks one suite (``throughput``, ``memory``, ``hashes``, ``scale``) or one memory
 measurement (``upload``, ``download``, ``s3-upload``); ``--only throughput:big,range`` picks throughput
 scenarios (``s3-small``, ``s3-big`` and ``s3-signed`` are the S3 API's; ``make bench-s3`` runs them and
-``s3-upload``). ``--only lock`` runs the hot-bucket lock measurement (``bench/lock.py``: 1, 2 and 4
-downloader instances on one bucket), which is not part of a plain run.
+``s3-upload``); ``slow`` is the many-slow-clients suite (bench/slow.py: 1,500 slow downloads of a 64 MiB
+object from one downloader instance). ``--only lock`` runs the hot-bucket lock measurement (``bench/lock.py``:
+1, 2 and 4 downloader instances on one bucket), which is not part of a plain run.
 
 Each suite writes its own marked section of docs/benchmarks.md (``<!-- NAME:begin -->`` ...
 ``<!-- NAME:end -->``); the rest of the file is left as it is. Exit status: 0 when every target is
@@ -38,6 +39,8 @@ from bench.scale import (
     DEFAULT_SIZES,
     ScaleBenchmark,
 )
+from bench.slow import RCVBUF, SlowBenchmark
+from bench.slow import rows as slow_rows
 from bench.throughput import SCENARIOS, WARMUP_S, ThroughputBenchmark, cpu_per_request, database_per_request, fmt_us
 
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -281,12 +284,41 @@ def run_scale(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def run_slow(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """The many-slow-clients suite (bench/slow.py); its exit status (0, 1 or 2)."""
+    print(f"slow clients: {args.slow_clients} downloads of {args.slow_mib} MiB, on {machine_line()}", flush=True)
+    try:
+        with Workspace(keep=args.keep) as workspace:
+            revision = code_revision()
+            result = SlowBenchmark(workspace, args.slow_clients, args.slow_mib * MiB, args.slow_rate_kib * 1024).run()
+    except BenchError as exc:
+        print(f"slow-client benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(text_table(*slow_rows(result)))
+    if not args.no_docs:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        update_section(DOCS, "slow", "\n".join([
+            f"Measured {now} with `{command_line(argv)}` on {machine_line()}; code at `{revision}`.",
+            f"{args.slow_clients:,} downloads of one {args.slow_mib} MiB object at once from one downloader-service "
+            f"(`STORAGE_WORKERS=2`, `STORAGE_DB_POOL_SIZE=10`), each client reading at most "
+            f"{args.slow_rate_kib} KiB/s through a {RCVBUF // 1024} KiB receive buffer (`SO_RCVBUF`).",
+            "Growth is the peak of the two workers' summed VmRSS (sampled every 0.5 s) over their sum before.",
+            "", markdown_table(*slow_rows(result))]))
+        print(f"\nrecorded in {DOCS.relative_to(REPO)}")
+    if not result["ok"]:
+        missed = [name for name, ok in result["targets"].items() if not ok]
+        print(f"slow clients: missed {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", metavar="SUITE",
                         help="run only this: throughput (or throughput:big,small,range), memory, hashes, lock, scale, "
-                             "or one "
+                             "slow, or one "
                              "memory measurement: upload, download, s3-upload (with the native upload it is "
                              "compared with) (default: everything)")
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -317,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"scale: buckets sharing the tables (default {DEFAULT_BUCKETS})")
     parser.add_argument("--scale-other-records", type=int, default=DEFAULT_OTHER_RECORDS,
                         help=f"scale: read records of each bucket not measured (default {DEFAULT_OTHER_RECORDS})")
+    parser.add_argument("--slow-clients", type=int, default=1500,
+                        help="slow: simultaneous slow downloads (default 1500)")
+    parser.add_argument("--slow-mib", type=int, default=64, help="slow: size of the object (default 64)")
+    parser.add_argument("--slow-rate-kib", type=int, default=640,
+                        help="slow: most KiB/s each client reads (default 640)")
     parser.add_argument("--no-docs", action="store_true", help=f"do not rewrite {DOCS.relative_to(REPO)}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory and database")
     return parser
@@ -393,8 +430,9 @@ def run_memory(args: argparse.Namespace, argv: Sequence[str], only: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.size_mib < 1 or args.parallel < 1 or args.duration < 1 or args.throughput_mib < 1:
-        print("--size-mib, --parallel, --duration and --throughput-mib must be >= 1", file=sys.stderr)
+    if min(args.size_mib, args.parallel, args.duration, args.throughput_mib, args.slow_clients, args.slow_mib,
+           args.slow_rate_kib) < 1:
+        print("--size-mib, --parallel, --duration, --throughput-mib and --slow-* must be >= 1", file=sys.stderr)
         return 2
     if args.scale_samples < 1 or args.scale_buckets < 1 or args.scale_other_records < 0:
         print("--scale-samples and --scale-buckets must be >= 1, --scale-other-records >= 0", file=sys.stderr)
@@ -405,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_lock(args, argv)
     if args.only == "scale":
         return run_scale(args, argv)
+    if args.only == "slow":
+        return run_slow(args, argv)
     try:
         throughput, memory, scenarios = parse_only(args.only)
     except ValueError as exc:
@@ -420,9 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if statuses:
             print()
         statuses.append(run_memory(args, argv, memory))
-    if args.only is None:  # last: it seeds millions of rows, which the timed suites would feel
+    if args.only is None:  # last: they seed millions of rows and load the machine for minutes
         print()
         statuses.append(run_scale(args, argv))
+        print()
+        statuses.append(run_slow(args, argv))
     return max(statuses)
 
 

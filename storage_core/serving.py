@@ -202,6 +202,32 @@ def worker_exit(_server: object, worker: Any) -> None:
     stop_for_app(getattr(worker, "wsgi", None))
 
 
+def open_files_needed(settings: Settings) -> int:
+    """File descriptors a worker may need: per connection its socket and, while a download sends a block in
+    chunks, the piece file (services/reader.py), plus the pool, logs and listeners."""
+    return 2 * settings.worker_connections + settings.db_pool_size + 64
+
+
+def raise_open_files_limit(settings: Settings) -> None:
+    """Raise the soft RLIMIT_NOFILE (inherited by the workers) to what ``STORAGE_WORKER_CONNECTIONS`` needs,
+    as far as the hard limit allows; say so when it does not (the kernel would refuse connections with
+    EMFILE, "Too many open files", long before the worker is full)."""
+    import resource
+
+    needed = open_files_needed(settings)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        logging.getLogger(__name__).warning(
+            "open files limit (RLIMIT_NOFILE) is %d, hard limit %d: STORAGE_WORKER_CONNECTIONS=%d needs %d per "
+            "worker; raise the hard limit (systemd LimitNOFILE=, docker --ulimit nofile=)", target, hard,
+            settings.worker_connections, needed)
+
+
 def run(bootstrap: str, default_profiles: tuple[str, ...], config_file: Path) -> None:
     """Start gunicorn on ``bootstrap``.wsgi:app with the bootstrap's own gunicorn.conf.py."""
     try:
@@ -212,6 +238,7 @@ def run(bootstrap: str, default_profiles: tuple[str, ...], config_file: Path) ->
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=settings.log_level)
+    raise_open_files_limit(settings)
     from gunicorn.app.wsgiapp import run as gunicorn_run
 
     sys.argv = ["gunicorn", "--config", str(config_file), f"{bootstrap}.wsgi:app"]

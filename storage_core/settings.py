@@ -101,7 +101,9 @@ class Settings:
     bind: str = _setting("STORAGE_BIND", _bind, "127.0.0.1:8080", "Address gunicorn listens on, host:port.")
     workers: int = _setting("STORAGE_WORKERS", _int(1), 2, "Number of gunicorn gevent worker processes.")
     worker_connections: int = _setting(
-        "STORAGE_WORKER_CONNECTIONS", _int(1), 1000, "Simultaneous connections per gevent worker.")
+        "STORAGE_WORKER_CONNECTIONS", _int(1), 1000,
+        "Simultaneous connections per gevent worker, each download one for as long as its client reads (see "
+        "\"Many slow clients\" below; the service raises its open files limit to two per connection).")
     timeout: int = _setting(
         "STORAGE_TIMEOUT", _int(1), 120, "Seconds a worker may stay silent before gunicorn restarts it.")
     graceful_timeout: int = _setting(

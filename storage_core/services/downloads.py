@@ -110,7 +110,7 @@ class ChargedBody:
         if watch is not None:
             watch.before_first_chunk()
         first = 0
-        for source in (self._prefetched, self._chunks):
+        for source in (self._take_prefetched(), self._chunks):
             for data, is_content in source:
                 if watch is not None:
                     # only the header and the first chunk are handed so far: their sum gives the header's
@@ -130,8 +130,13 @@ class ChargedBody:
                 if renew_at is not None and time.monotonic() >= renew_at:
                     self._renew()
                     renew_at = time.monotonic() + self._limits.renew_every_seconds
-        self._prefetched = []
         self._complete = True
+
+    def _take_prefetched(self) -> Chunks:
+        """The chunks read before the answer, each let go once handed on (a slow client would otherwise keep
+        the first block in memory for its whole download)."""
+        while self._prefetched:
+            yield self._prefetched.pop(0)
 
     def _renew(self) -> None:
         if self._admission is not None:

@@ -63,6 +63,7 @@ class PluginCache:
         self.registry = registry
         self._instances: dict[int, tuple[str, LocationPlugin]] = {}
         self._by_version: dict[int, tuple[object, LocationPlugin]] = {}
+        self._loading: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -90,13 +91,19 @@ class PluginCache:
         cached = self._by_version.get(location_id)
         if cached is not None and cached[0] == version:
             return cached[1]
-        with connection(engine) as conn, Session(bind=conn) as session:
-            location = session.get(StorageLocation, location_id)
-        if location is None:
-            raise StorageUnavailable(f"storage location {location_id} is gone")
-        plugin = self.plugin_for(location)
-        self._by_version[location_id] = (version, plugin)
-        return plugin
+        # one load per location: the first downloads after a start (or a change) would each take a pooled
+        # connection for the same row, hundreds at once with many clients
+        with self._loading.setdefault(location_id, threading.Lock()):
+            cached = self._by_version.get(location_id)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            with connection(engine) as conn, Session(bind=conn) as session:
+                location = session.get(StorageLocation, location_id)
+            if location is None:
+                raise StorageUnavailable(f"storage location {location_id} is gone")
+            plugin = self.plugin_for(location)
+            self._by_version[location_id] = (version, plugin)
+            return plugin
 
     def source(self, copy_id: int, location: StorageLocation, damaged: frozenset[int] = frozenset()) -> Source:
         return Source(copy_id, location.id, location.name, location.tier, self.plugin_for(location), damaged,
