@@ -9,9 +9,14 @@ from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
 from storage_core.integrity import BLOCK_HASHES, DIGEST_SIZE
 from storage_core.layout import FileLayout, block_span, global_block_index, split_range
 from storage_core.metrics import BYTES_SERVED, FAILOVERS
+from storage_core.plugin import READ_CHUNK
 from storage_core.services.sources import Source
 
 log = logging.getLogger(__name__)
+
+# bytes of consecutive blocks read (and then verified block by block) in one plugin call; bounds the
+# memory of a stream like a block did
+WINDOW = READ_CHUNK
 
 
 # (the copy, the piece, what went wrong)
@@ -23,7 +28,8 @@ class VerifiedReader:
 
     A block that cannot be read from a copy, or does not match, is read from the next copy; a copy
     that is unreachable is not asked again during this read, and a piece known to be damaged on a copy
-    (``Source.damaged``) is not asked of that copy. Memory is bounded by one block.
+    (``Source.damaged``) is not asked of that copy. Memory is bounded by one window (``WINDOW``, or a block
+    if larger).
     """
 
     def __init__(self, layout: FileLayout, sources: list[Source], on_failure: FailureHook | None = None,
@@ -39,32 +45,37 @@ class VerifiedReader:
 
     def iter_range(self, start: int, end: int) -> Iterator[bytes]:
         layout = self.layout
+        per_window = max(1, WINDOW // layout.block_size)
         for piece in split_range(start, end, layout.piece_size):
             piece_len = layout.piece_length(piece.index)
             want_lo, want_hi = piece.offset, piece.offset + piece.length
-            for number, block_start, block_len in block_span(
-                piece.index, piece.offset, piece.length, piece_len, layout.block_size
-            ):
-                data = self.read_block(piece.index, number, block_start, block_len)
-                lo = max(want_lo, block_start) - block_start
-                hi = min(want_hi, block_start + block_len) - block_start
-                yield data if (lo == 0 and hi == block_len) else data[lo:hi]
+            blocks = block_span(piece.index, piece.offset, piece.length, piece_len, layout.block_size)
+            # consecutive blocks are read in one plugin call (a window of about WINDOW bytes) and verified
+            # one by one: small blocks cost a hash each, not an open and a read each
+            for i in range(0, len(blocks), per_window):
+                group = blocks[i:i + per_window]
+                window_start = group[0][1]
+                window_len = group[-1][1] + group[-1][2] - window_start
+                data = self.read_blocks(piece.index, group[0][0], window_start, window_len)
+                lo = max(want_lo, window_start) - window_start
+                hi = min(want_hi, window_start + window_len) - window_start
+                yield data if (lo == 0 and hi == window_len) else data[lo:hi]
 
-    def read_block(self, piece: int, number: int, block_start: int, block_len: int) -> bytes:
+    def read_blocks(self, piece: int, first: int, start: int, length: int) -> bytes:
+        """``length`` bytes at ``start`` of a piece, whole blocks from block ``first`` on, each verified;
+        from the first copy that has them all good."""
         layout = self.layout
-        index = global_block_index(piece, number, layout.piece_size, layout.block_size)
-        expected = layout.block_digests[index * DIGEST_SIZE:(index + 1) * DIGEST_SIZE]
         errors = []
         for position, source in enumerate(self.sources):
             if position in self._dead or (position, piece) in self._bad_pieces:
                 continue
             try:
-                data = b"".join(source.plugin.read_piece(layout.checksum, piece, block_start, block_len))
-                if len(data) != block_len:
+                data = b"".join(source.plugin.read_piece(layout.checksum, piece, start, length))
+                if len(data) != length:
                     raise PieceMissing(f"piece {piece} is shorter than recorded on {source.location}")
-                if self.verify and self._hash(data).digest() != expected:
-                    raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
-                self._served[position].inc(block_len)
+                if self.verify:
+                    self._check(data, piece, first, source)
+                self._served[position].inc(length)
                 return data
             except StorageUnavailable as exc:
                 if isinstance(exc, PieceMissing | CorruptPiece):
@@ -81,6 +92,17 @@ class VerifiedReader:
             + (f" ({'; '.join(errors)})" if errors else " (no servable copy)")
         )
 
+    def _check(self, data: bytes | memoryview, piece: int, first: int, source: Source) -> None:
+        """``CorruptPiece`` unless every block in ``data`` (block ``first`` of ``piece`` on) matches its digest."""
+        layout = self.layout
+        size, digests, new_hash = layout.block_size, layout.block_digests, self._hash
+        index = global_block_index(piece, first, layout.piece_size, size) * DIGEST_SIZE
+        view = memoryview(data)
+        for offset in range(0, len(view), size):
+            if new_hash(view[offset:offset + size]).digest() != digests[index:index + DIGEST_SIZE]:
+                raise CorruptPiece(f"piece {piece} block {first + offset // size} failed verification on "
+                                   f"{source.location}")
+            index += DIGEST_SIZE
 
 
 def servable(layout: FileLayout, sources: list[Source], ranges: list[tuple[int, int]]) -> bool:
