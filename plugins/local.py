@@ -134,13 +134,14 @@ class LocalLocation(LocationPlugin):
         finally:
             os.close(fd)
 
-    def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
+    can_open_pieces = True
+
+    def open_piece(self, checksum: str, index: int) -> int:
         path = self._piece_name(checksum, index)
-        check_byte_range(offset, length)
         if self._restore is not None:
             self._restore.require_restored(checksum, index)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             if not self.root.is_dir():
                 # the whole location is gone (unmounted volume, removed directory): not one lost piece
@@ -148,6 +149,10 @@ class LocalLocation(LocationPlugin):
             raise PieceMissing(f"piece {checksum}.{index} not found on {self.root}") from None
         except OSError as exc:
             raise StorageUnavailable(f"local location {self.root}: cannot open piece: {exc}") from exc
+
+    def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
+        check_byte_range(offset, length)
+        fd = self.open_piece(checksum, index)
         # the finally closes the file when the generator is closed or collected before the end
         try:
             position, remaining = offset, length

@@ -107,6 +107,16 @@ class LocationPlugin(abc.ABC):
     def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
         """Yield ``length`` bytes of the piece from ``offset``, in chunks of at most READ_CHUNK."""
 
+    #: whether ``open_piece`` hands out a piece as an OS file descriptor (a file on a local file system):
+    #: downloads then hash it mapped and give it to the socket with sendfile, instead of copying every byte
+    #: through Python twice; callers that need bytes use ``read_piece`` whatever this says
+    can_open_pieces: ClassVar[bool] = False
+
+    def open_piece(self, checksum: str, index: int) -> int:
+        """An open, read-only file descriptor of the piece (the caller closes it); ``PieceMissing`` or
+        ``StorageUnavailable`` as ``read_piece``. Only when ``can_open_pieces``."""
+        raise NotImplementedError(f"{self.name} cannot open pieces as files")
+
     @abc.abstractmethod
     def delete_piece(self, checksum: str, index: int) -> None:
         """Remove the piece; removing an absent piece is not an error."""

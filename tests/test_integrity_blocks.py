@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from storage_core.integrity import INLINE_DIGESTS, DigestCache
-from storage_core.models import File
+from storage_core.models import File, ReadRecord
 from storage_core.settings import Settings
 from tests.conftest import KiB, make_bucket, make_container, put
+from tests.support.servers import GunicornServer
 from tests.test_failover import damage, piece_path
 
 MiB = 1024 * KiB
@@ -128,3 +132,34 @@ def test_digest_cache_keeps_the_most_recently_used_within_its_bound():
     assert cache.get(("d", 1, 1, "blake3")) is None and cache.get(a) is not None
     # the key holds what the digests depend on: another block size is another entry
     assert cache.get(("a", 1, 2, "blake3")) is None
+
+
+def sendfile_bytes(server: GunicornServer) -> float:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    return sum(float(m) for m in re.findall(r"^storage_bytes_sendfile_total (\S+)$", text, re.MULTILINE))
+
+
+def test_under_gunicorn_reads_go_by_sendfile_verified_and_charged(settings, storage, local_location, local_root,
+                                                                 cold_location):
+    """The gevent worker hands verified spans of piece files to the socket; a corrupt block there is still
+    caught (its piece served from the other copy), and the read is charged exactly."""
+    make_bucket(storage, locations=["hot", "cold"])
+    data = os.urandom(32 * PIECE + 777)
+    checksum = put(storage, "bucket", "k", data)["checksum"]
+    flip(piece_path(local_root, checksum, 20), 9 * BLOCK + 1)
+    server = GunicornServer(settings, workers=1)
+    try:
+        url = f"{server.url}/api/v1/buckets/bucket/objects/k"
+        got = requests.get(url, headers=server.admin, timeout=30)
+        assert got.status_code == 200 and hashlib.sha256(got.content).digest() == hashlib.sha256(data).digest()
+        assert damage(storage) == {"hot": [20]}
+        # all but the first window (read before answering) and the damaged piece went by sendfile
+        assert len(data) - 2 * PIECE <= sendfile_bytes(server) <= len(data)
+        start, end = PIECE - 100, 25 * PIECE + 100
+        ranged = requests.get(url, headers={**server.admin, "Range": f"bytes={start}-{end - 1}"}, timeout=30)
+        assert ranged.status_code == 206 and ranged.content == data[start:end]
+        with storage.session_factory()() as session:
+            sizes = sorted(session.scalars(select(ReadRecord.read_size)).all())
+        assert sizes == sorted([len(data), end - start])
+    finally:
+        server.stop()

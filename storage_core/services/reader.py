@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
 from storage_core.integrity import BLOCK_HASHES, DIGEST_SIZE
@@ -21,6 +24,34 @@ WINDOW = READ_CHUNK
 
 # (the copy, the piece, what went wrong)
 FailureHook = Callable[[Source, int, StorageUnavailable], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """Verified bytes still in their piece file: ``length`` bytes at ``offset`` of the open ``fd``. Valid
+    only until the iterator that yielded it moves on (it closes the file after the piece)."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        return os.pread(self.fd, self.length, self.offset)
+
+
+class _MappedPiece:
+    """One piece of one copy, open and mapped read-only: its blocks are hashed where they lie in the page
+    cache (no copy into Python), then the socket is given the file itself (sendfile)."""
+
+    def __init__(self, position: int, source: Source, fd: int, length: int):
+        self.position, self.source, self.fd = position, source, fd
+        self._map = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        self.view = memoryview(self._map)
+
+    def close(self) -> None:
+        self.view.release()
+        self._map.close()
+        os.close(self.fd)
 
 
 class VerifiedReader:
@@ -42,24 +73,88 @@ class VerifiedReader:
         self._served = [BYTES_SERVED.labels(source.location) for source in sources]
         self._dead: set[int] = set()
         self._bad_pieces = {(position, piece) for position, source in enumerate(sources) for piece in source.damaged}
+        # set by a body whose door can hand files to the socket (ChargedBody.attach): see iter_range
+        self.spans = False
 
-    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
+    def iter_range(self, start: int, end: int) -> Iterator[bytes | FileSpan]:
+        """The bytes of ``[start, end)``, verified. With ``spans`` set (a door that can sendfile), windows
+        of a copy whose plugin opens pieces as files come as ``FileSpan``s instead of bytes."""
         layout = self.layout
         per_window = max(1, WINDOW // layout.block_size)
         for piece in split_range(start, end, layout.piece_size):
             piece_len = layout.piece_length(piece.index)
             want_lo, want_hi = piece.offset, piece.offset + piece.length
             blocks = block_span(piece.index, piece.offset, piece.length, piece_len, layout.block_size)
-            # consecutive blocks are read in one plugin call (a window of about WINDOW bytes) and verified
-            # one by one: small blocks cost a hash each, not an open and a read each
-            for i in range(0, len(blocks), per_window):
-                group = blocks[i:i + per_window]
-                window_start = group[0][1]
-                window_len = group[-1][1] + group[-1][2] - window_start
-                data = self.read_blocks(piece.index, group[0][0], window_start, window_len)
-                lo = max(want_lo, window_start) - window_start
-                hi = min(want_hi, window_start + window_len) - window_start
-                yield data if (lo == 0 and hi == window_len) else data[lo:hi]
+            mapped: _MappedPiece | None = None
+            mappable = True
+            try:
+                # consecutive blocks are read in one plugin call (a window of about WINDOW bytes) and
+                # verified one by one: small blocks cost a hash each, not an open and a read each
+                for i in range(0, len(blocks), per_window):
+                    group = blocks[i:i + per_window]
+                    window_start = group[0][1]
+                    window_len = group[-1][1] + group[-1][2] - window_start
+                    lo = max(want_lo, window_start) - window_start
+                    hi = min(want_hi, window_start + window_len) - window_start
+                    if self.spans and mappable:
+                        if mapped is None:
+                            mapped = self._map(piece.index, piece_len)
+                            mappable = mapped is not None
+                        if mapped is not None:
+                            if self._verified_in_place(mapped, piece.index, group[0][0], window_start, window_len):
+                                yield FileSpan(mapped.fd, window_start + lo, hi - lo)
+                                continue
+                            mapped.close()  # that copy's piece is bad: the rest of it comes by read_blocks
+                            mapped, mappable = None, False
+                    data = self.read_blocks(piece.index, group[0][0], window_start, window_len)
+                    yield data if (lo == 0 and hi == window_len) else data[lo:hi]
+            finally:
+                if mapped is not None:
+                    mapped.close()
+
+    def _map(self, piece: int, piece_len: int) -> _MappedPiece | None:
+        """The piece of the first copy that may serve it, mapped; None when that copy cannot open pieces as
+        files or the attempt fails (``read_blocks`` then reads, and meets any fault, as without spans)."""
+        for position, source in enumerate(self.sources):
+            if position in self._dead or (position, piece) in self._bad_pieces:
+                continue
+            if not source.plugin.can_open_pieces:
+                return None
+            try:
+                fd = source.plugin.open_piece(self.layout.checksum, piece)
+            except StorageUnavailable:
+                return None
+            try:
+                # shorter than recorded: mapping it would fault past its end; read_blocks says PieceMissing
+                if os.fstat(fd).st_size < piece_len:
+                    os.close(fd)
+                    return None
+                return _MappedPiece(position, source, fd, piece_len)
+            except (OSError, ValueError):
+                os.close(fd)
+                return None
+        return None
+
+    def _verified_in_place(self, mapped: _MappedPiece, piece: int, first: int, start: int, length: int) -> bool:
+        position, source = mapped.position, mapped.source
+        if self.verify:
+            try:
+                self._check(mapped.view[start:start + length], piece, first, source)
+            except CorruptPiece as exc:
+                self._failed(position, source, piece, exc)
+                return False
+        self._served[position].inc(length)
+        return True
+
+    def _failed(self, position: int, source: Source, piece: int, exc: StorageUnavailable) -> None:
+        if isinstance(exc, PieceMissing | CorruptPiece):
+            self._bad_pieces.add((position, piece))
+        else:
+            self._dead.add(position)
+        FAILOVERS.labels(source.location, exc.code).inc()
+        log.warning("copy of %s on %s failed: %s", self.layout.checksum, source.location, exc.detail)
+        if self.on_failure is not None:
+            self.on_failure(source, piece, exc)
 
     def read_blocks(self, piece: int, first: int, start: int, length: int) -> bytes:
         """``length`` bytes at ``start`` of a piece, whole blocks from block ``first`` on, each verified;
@@ -78,15 +173,8 @@ class VerifiedReader:
                 self._served[position].inc(length)
                 return data
             except StorageUnavailable as exc:
-                if isinstance(exc, PieceMissing | CorruptPiece):
-                    self._bad_pieces.add((position, piece))
-                else:
-                    self._dead.add(position)
                 errors.append(f"{source.location}: {exc.detail}")
-                FAILOVERS.labels(source.location, exc.code).inc()
-                log.warning("copy of %s on %s failed: %s", layout.checksum, source.location, exc.detail)
-                if self.on_failure is not None:
-                    self.on_failure(source, piece, exc)
+                self._failed(position, source, piece, exc)
         raise StorageUnavailable(
             f"no copy of {layout.checksum} can serve piece {piece}"
             + (f" ({'; '.join(errors)})" if errors else " (no servable copy)")
