@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 WINDOW = READ_CHUNK
 
 
+# one system call sets up the window's page tables, instead of a page fault per few pages as it is hashed
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
 # (the copy, the piece, what went wrong)
 FailureHook = Callable[[Source, int, StorageUnavailable], None]
 
@@ -39,18 +42,22 @@ class FileSpan:
         return os.pread(self.fd, self.length, self.offset)
 
 
-class _MappedPiece:
-    """One piece of one copy, open and mapped read-only: its blocks are hashed where they lie in the page
-    cache (no copy into Python), then the socket is given the file itself (sendfile)."""
+class _OpenPiece:
+    """One piece of one copy, open: each window is mapped read-only, hashed where it lies in the page cache
+    (no copy into Python) and unmapped before the socket is given the file itself (sendfile). Mapping a
+    window rather than the piece keeps a download's memory bounded by a window."""
 
-    def __init__(self, position: int, source: Source, fd: int, length: int):
+    def __init__(self, position: int, source: Source, fd: int):
         self.position, self.source, self.fd = position, source, fd
-        self._map = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
-        self.view = memoryview(self._map)
+
+    def window(self, start: int, length: int) -> tuple[mmap.mmap, memoryview]:
+        """The mapping of ``[start, start + length)`` (from the page boundary below) and a view of exactly that."""
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(self.fd, start + length - aligned, mmap.MAP_SHARED | _POPULATE, mmap.PROT_READ,
+                           offset=aligned)
+        return mapped, memoryview(mapped)[start - aligned:]
 
     def close(self) -> None:
-        self.view.release()
-        self._map.close()
         os.close(self.fd)
 
 
@@ -85,7 +92,7 @@ class VerifiedReader:
             piece_len = layout.piece_length(piece.index)
             want_lo, want_hi = piece.offset, piece.offset + piece.length
             blocks = block_span(piece.index, piece.offset, piece.length, piece_len, layout.block_size)
-            mapped: _MappedPiece | None = None
+            opened: _OpenPiece | None = None
             mappable = True
             try:
                 # consecutive blocks are read in one plugin call (a window of about WINDOW bytes) and
@@ -97,23 +104,23 @@ class VerifiedReader:
                     lo = max(want_lo, window_start) - window_start
                     hi = min(want_hi, window_start + window_len) - window_start
                     if self.spans and mappable:
-                        if mapped is None:
-                            mapped = self._map(piece.index, piece_len)
-                            mappable = mapped is not None
-                        if mapped is not None:
-                            if self._verified_in_place(mapped, piece.index, group[0][0], window_start, window_len):
-                                yield FileSpan(mapped.fd, window_start + lo, hi - lo)
+                        if opened is None:
+                            opened = self._map(piece.index, piece_len)
+                            mappable = opened is not None
+                        if opened is not None:
+                            if self._verified_in_place(opened, piece.index, group[0][0], window_start, window_len):
+                                yield FileSpan(opened.fd, window_start + lo, hi - lo)
                                 continue
-                            mapped.close()  # that copy's piece is bad: the rest of it comes by read_blocks
-                            mapped, mappable = None, False
+                            opened.close()  # that copy's piece is bad: the rest of it comes by read_blocks
+                            opened, mappable = None, False
                     data = self.read_blocks(piece.index, group[0][0], window_start, window_len)
                     yield data if (lo == 0 and hi == window_len) else data[lo:hi]
             finally:
-                if mapped is not None:
-                    mapped.close()
+                if opened is not None:
+                    opened.close()
 
-    def _map(self, piece: int, piece_len: int) -> _MappedPiece | None:
-        """The piece of the first copy that may serve it, mapped; None when that copy cannot open pieces as
+    def _map(self, piece: int, piece_len: int) -> _OpenPiece | None:
+        """The piece of the first copy that may serve it, open; None when that copy cannot open pieces as
         files or the attempt fails (``read_blocks`` then reads, and meets any fault, as without spans)."""
         for position, source in enumerate(self.sources):
             if position in self._dead or (position, piece) in self._bad_pieces:
@@ -129,20 +136,27 @@ class VerifiedReader:
                 if os.fstat(fd).st_size < piece_len:
                     os.close(fd)
                     return None
-                return _MappedPiece(position, source, fd, piece_len)
-            except (OSError, ValueError):
+                return _OpenPiece(position, source, fd)
+            except OSError:
                 os.close(fd)
                 return None
         return None
 
-    def _verified_in_place(self, mapped: _MappedPiece, piece: int, first: int, start: int, length: int) -> bool:
-        position, source = mapped.position, mapped.source
+    def _verified_in_place(self, opened: _OpenPiece, piece: int, first: int, start: int, length: int) -> bool:
+        position, source = opened.position, opened.source
         if self.verify:
             try:
-                self._check(mapped.view[start:start + length], piece, first, source)
+                mapped, view = opened.window(start, length)
+            except (OSError, ValueError):
+                return False  # read_blocks reads it, and meets the fault if there is one
+            try:
+                self._check(view, piece, first, source)
             except CorruptPiece as exc:
                 self._failed(position, source, piece, exc)
                 return False
+            finally:
+                view.release()
+                mapped.close()
         self._served[position].inc(length)
         return True
 
