@@ -168,6 +168,8 @@ class ChargedBody:
         if close is not None:
             close()
         received = self.delivered
+        if self._sender is not None:
+            self._sender.close()
         if self._watch is not None:
             if not self._complete:
                 # handed to the kernel is not received: what the client acknowledged is
