@@ -163,3 +163,32 @@ def test_under_gunicorn_reads_go_by_sendfile_verified_and_charged(settings, stor
         assert sizes == sorted([len(data), end - start])
     finally:
         server.stop()
+
+
+def test_gunicorn_answers_keep_their_framing_with_headers_sent_with_the_body(settings, storage, local_location):
+    """Status line and headers leave with the first body bytes (serving.CoalescedResponse): answers without
+    body bytes (HEAD, 304, 416, an empty object) still get their headers, on one kept-alive connection."""
+    make_bucket(storage)
+    data = os.urandom(3 * PIECE)
+    put(storage, "bucket", "k", data)
+    put(storage, "bucket", "empty", b"")
+    server = GunicornServer(settings, workers=1)
+    try:
+        url = f"{server.url}/api/v1/buckets/bucket/objects"
+        with requests.Session() as session:
+            session.headers.update(server.admin)
+            for _ in range(2):
+                head = session.head(f"{url}/k", timeout=10)
+                assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data))
+                got = session.get(f"{url}/k", timeout=10)
+                assert got.status_code == 200 and got.content == data
+                assert session.get(f"{url}/k", headers={"If-None-Match": got.headers["ETag"]},
+                                   timeout=10).status_code == 304
+                empty = session.get(f"{url}/empty", timeout=10)
+                assert empty.status_code == 200 and empty.content == b""
+                refused = session.get(f"{url}/k", headers={"Range": f"bytes={len(data)}-"}, timeout=10)
+                assert refused.status_code == 416 and refused.headers["Content-Range"] == f"bytes */{len(data)}"
+                small = session.get(f"{url}/k", headers={"Range": "bytes=5-9"}, timeout=10)
+                assert small.status_code == 206 and small.content == data[5:10]
+    finally:
+        server.stop()
