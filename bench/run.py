@@ -124,7 +124,7 @@ def throughput_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-RATIO_METRICS = {"mib_per_s": "MiB/s", "req_per_s": "req/s"}
+RATIO_METRICS = {"mib_per_s": "MiB/s", "req_per_s": "req/s", "cpu_ms_per_mib": "ms server CPU per MiB"}
 
 
 def ratio_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -132,9 +132,10 @@ def ratio_rows(run: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in run["ratios"]:
         unit = RATIO_METRICS[r["metric"]]
+        digits = 3 if r["metric"] == "cpu_ms_per_mib" else 1
         rows.append([f"{r['title']}: {unit} downloader / {r['reference']}", f"{r['ratio']:.3f}",
-                     f"{r['downloader']:,.1f} {unit}", f"{r['reference_value']:,.1f} {unit}",
-                     "-" if r["target"] is None else f">= {r['target']}",
+                     f"{r['downloader']:,.{digits}f} {unit}", f"{r['reference_value']:,.{digits}f} {unit}",
+                     "-" if r["target"] is None else f"{'>=' if r['at_least'] else '<='} {r['target']}",
                      "-" if r["target"] is None else ("ok" if r["ok"] else "**missed**")])
     return header, rows
 

@@ -21,40 +21,11 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from plugins import ExactReader, check_byte_range, check_piece_address, parse_piece_name
 from storage_core.errors import NotRestored, PieceMissing, StorageUnavailable
-from storage_core.plugin import READ_CHUNK, LocationPlugin, PieceFile, RestoreCapability, RestoreStatus
+from storage_core.plugin import READ_CHUNK, LocationPlugin, RestoreCapability, RestoreStatus
 
 # Bytes copied from the upload stream per write; bounds memory per upload like READ_CHUNK does.
 WRITE_CHUNK = 1024 * 1024
 TEMP_PREFIX = ".tmp-"
-
-
-class LocalPieceFile(PieceFile):
-    """A piece file held open (``LocalLocation.open_piece``): each read is one ``pread``."""
-
-    def __init__(self, fd: int, name: str, root: Path):
-        self._fd: int | None = fd
-        self._name = name
-        self._root = root
-
-    def read(self, offset: int, length: int) -> bytes:
-        check_byte_range(offset, length)
-        if self._fd is None:
-            raise ValueError(f"piece {self._name} is closed")
-        try:
-            data = os.pread(self._fd, length, offset)
-        except OSError as exc:
-            raise StorageUnavailable(f"local location {self._root}: read failed: {exc}") from exc
-        if len(data) != length:
-            raise PieceMissing(f"piece {self._name} on {self._root} is truncated")
-        return data
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-    def __del__(self) -> None:
-        self.close()
 
 
 class LocalConfigSchema(Schema):
@@ -163,7 +134,9 @@ class LocalLocation(LocationPlugin):
         finally:
             os.close(fd)
 
-    def _open_fd(self, checksum: str, index: int) -> int:
+    can_open_pieces = True
+
+    def open_piece(self, checksum: str, index: int) -> int:
         path = self._piece_name(checksum, index)
         if self._restore is not None:
             self._restore.require_restored(checksum, index)
@@ -177,14 +150,9 @@ class LocalLocation(LocationPlugin):
         except OSError as exc:
             raise StorageUnavailable(f"local location {self.root}: cannot open piece: {exc}") from exc
 
-    def open_piece(self, checksum: str, index: int) -> LocalPieceFile:
-        # pieces are written beside their name and renamed into place, never changed where they lie: the
-        # open file reads the same bytes until it is closed
-        return LocalPieceFile(self._open_fd(checksum, index), f"{checksum}.{index}", self.root)
-
     def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
         check_byte_range(offset, length)
-        fd = self._open_fd(checksum, index)
+        fd = self.open_piece(checksum, index)
         # the finally closes the file when the generator is closed or collected before the end
         try:
             position, remaining = offset, length

@@ -17,6 +17,8 @@ REQUEST_LATENCY = Histogram(
     "storage_http_request_duration_seconds", "Time from request to the last body byte, by route", ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 BYTES_SERVED = Counter("storage_bytes_served_total", "Content bytes sent to clients by location", ["location"])
+SENDFILE_BYTES = Counter("storage_bytes_sendfile_total",
+                         "Content bytes handed to client sockets straight from piece files (sendfile), verified")
 QUOTA_REJECTIONS = Counter("storage_quota_rejections_total", "Reads refused for lack of read quota")
 FAILOVERS = Counter("storage_failovers_total", "Reads that moved to another copy", ["location", "reason"])
 RESTORES = Counter("storage_restores_total", "Restore jobs finished by this process, by outcome (done, failed)",

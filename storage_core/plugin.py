@@ -61,19 +61,6 @@ class RestoreCapability(abc.ABC):
         """How the restore of the piece stands; ``PieceMissing`` if the piece is not here."""
 
 
-class PieceFile(abc.ABC):
-    """An open piece that gives the same bytes however often it is read: a local file stays the file that
-    was opened, even if a new one is renamed over its name (``LocationPlugin.open_piece``)."""
-
-    @abc.abstractmethod
-    def read(self, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes from ``offset`` (``PieceMissing`` when the piece is shorter)."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Let the piece go; reading after this is an error. Closing twice is not."""
-
-
 class LocationPlugin(abc.ABC):
     """One storage location. Pieces are addressed by (file checksum, piece index) only.
 
@@ -120,12 +107,15 @@ class LocationPlugin(abc.ABC):
     def read_piece(self, checksum: str, index: int, offset: int, length: int) -> Iterator[bytes]:
         """Yield ``length`` bytes of the piece from ``offset``, in chunks of at most READ_CHUNK."""
 
-    def open_piece(self, checksum: str, index: int) -> PieceFile | None:
-        """The piece held open, when this location can read it again at the cost of a copy from memory (the
-        page cache) and get the same bytes; None (the default) when a second read would fetch it again (a
-        network store). A reader then sends a verified block in small pieces read again from this file,
-        instead of keeping the block in memory until a slow client has taken all of it."""
-        return None
+    #: whether ``open_piece`` hands out a piece as an OS file descriptor (a file on a local file system):
+    #: downloads then hash it mapped and give it to the socket with sendfile, instead of copying every byte
+    #: through Python twice; callers that need bytes use ``read_piece`` whatever this says
+    can_open_pieces: ClassVar[bool] = False
+
+    def open_piece(self, checksum: str, index: int) -> int:
+        """An open, read-only file descriptor of the piece (the caller closes it); ``PieceMissing`` or
+        ``StorageUnavailable`` as ``read_piece``. Only when ``can_open_pieces``."""
+        raise NotImplementedError(f"{self.name} cannot open pieces as files")
 
     @abc.abstractmethod
     def delete_piece(self, checksum: str, index: int) -> None:
@@ -205,7 +195,6 @@ __all__ = [
     "READ_CHUNK",
     "LocationPlugin",
     "NotRestored",
-    "PieceFile",
     "PieceMissing",
     "PluginRegistry",
     "RestoreCapability",

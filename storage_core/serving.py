@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn import glogging, util
+from gunicorn.http import wsgi
 from gunicorn.workers import ggevent
 
 from profiles import active_profiles
@@ -78,10 +79,47 @@ def _on_s3_listener(sock: Any) -> bool:
     return isinstance(local, tuple) and local[1] == port and (host is None or local[0] == host)
 
 
+class CoalescedResponse(wsgi.Response):
+    """gunicorn's HTTP/1.x response, whose status line and headers leave in one send with the first body
+    bytes instead of a send of their own: on loopback every send also runs the receiver's TCP path, and
+    a 4 KiB read or a 64 KiB range is then one send, not two. Chunked bodies keep gunicorn's framing."""
+
+    _head = b""
+
+    def send_headers(self) -> None:
+        if self.headers_sent or self.chunked:
+            super().send_headers()
+            return
+        lines = self.default_headers()
+        lines.extend(f"{name}: {value}\r\n" for name, value in self.headers)
+        self._head = util.to_bytestring("".join(lines) + "\r\n", "latin-1")
+        self.headers_sent = True
+
+    def _emit_body(self, data: bytes) -> None:
+        if self._head:
+            data, self._head = self._head + data, b""
+        super()._emit_body(data)
+
+    def _flush_head(self) -> None:
+        if self._head:
+            head, self._head = self._head, b""
+            util.write(self.sock, head)
+
+    def sendfile(self, respiter: Any) -> bool:
+        # gunicorn's own sendfile writes to the socket itself once the headers are "sent"
+        self.send_headers()
+        self._flush_head()
+        return super().sendfile(respiter)
+
+    def close(self) -> None:
+        super().close()
+        self._flush_head()  # a response without body bytes (HEAD, 304, an empty file)
+
+
 class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker, whose own error answers are problem+json like every answer of the app
     (S3 XML on the S3 listener): gunicorn writes them as HTML through ``util.write_error``, looked up at
-    each use, replaced here, in the worker process only."""
+    each use, replaced here, in the worker process only; and whose responses are ``CoalescedResponse``."""
 
     def init_process(self) -> None:
         global _S3_LISTENER
@@ -92,6 +130,7 @@ class GeventWorker(ggevent.GeventWorker):
             same_port = settings.bind.rpartition(":")[2] == port
             _S3_LISTENER = (host.strip("[]") if same_port else None, int(port))
         util.write_error = write_problem
+        wsgi.Response = CoalescedResponse  # looked up by wsgi.create for every HTTP/1.x request
         super().init_process()
 
 

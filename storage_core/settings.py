@@ -14,7 +14,8 @@ from typing import Any
 
 from storage_core.errors import ConfigurationError
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 
@@ -141,8 +142,10 @@ class Settings:
         "STORAGE_PIECE_SIZE", _int(1), 16 * MiB,
         "Bytes per piece for new uploads (recorded per file, so changing it never breaks old files).")
     block_size: int = _setting(
-        "STORAGE_BLOCK_SIZE", _int(4096), 1 * MiB,
-        "Bytes per integrity block: a BLAKE3 digest is recorded per block of each piece and checked on read.")
+        "STORAGE_BLOCK_SIZE", _int(4096), 64 * KiB,
+        "Bytes per integrity block of new uploads (recorded per file, so older 1 MiB-block files keep working): "
+        "a BLAKE3 digest is recorded per block of each piece and checked on read, so a range reads and hashes "
+        "whole blocks.")
     free_read_quota: int = _setting(
         "STORAGE_FREE_READ_QUOTA", _int(0), 1 * GiB, "Default one-time free read quota of a new bucket, bytes.")
     monthly_free_read_quota: int = _setting(

@@ -2,9 +2,9 @@
 
 A download holds no database connection while its body streams, so 200 slow downloads complete on a
 pool of 2 with a short STORAGE_DB_TIMEOUT; refunds of downloads that end early at once share a
-transaction instead of queueing for the pool; and past the per-process budget of whole blocks a verified
-block is sent in SEND_CHUNK chunks read again from the open piece file (a slow client holds one chunk),
-with the same bytes and the same failover as whole blocks.
+transaction instead of queueing for the pool; and a long read starts with one block, then goes by
+windows of blocks (under gunicorn, verified in place and handed to the socket with sendfile), with the
+same bytes and the same failover.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from bench.slow import LOG_PROBLEMS, run_clients
 from storage_core.auth import DEVELOPMENT_ADMIN
 from storage_core.http_semantics import Conditions
 from storage_core.models import BucketTraffic, ReadRecord
-from storage_core.services import reader
 from storage_core.services.resolve import ByKey
 from tests.conftest import KiB, make_bucket, put
 from tests.support.servers import GunicornServer
@@ -152,31 +151,20 @@ def test_concurrent_refunds_of_a_bucket_share_transactions_and_stay_exact(storag
     assert 0 < len(commits) < 39  # 39 refunds (one of nothing), batched: not a transaction each
 
 
-def test_blocks_past_the_budget_are_sent_in_chunks_with_the_same_bytes(client, storage, local_location,
-                                                                      monkeypatch):
+def test_long_reads_by_windows_of_blocks_keep_the_bytes(client, storage, local_location):
     make_bucket(storage)
     data = os.urandom(SIZE + 12345)
     put(storage, "bucket", "k", data)
-    monkeypatch.setattr(reader.WHOLE_BLOCKS, "limit", 0)  # as if many downloads were sending whole blocks
-    chunks = []
-    real = reader.VerifiedReader._sliced
-
-    def sliced(self, *args):
-        for chunk in real(self, *args):
-            chunks.append(len(chunk))
-            yield chunk
-
-    monkeypatch.setattr(reader.VerifiedReader, "_sliced", sliced)
+    # a long read starts with one block, then windows of blocks: every boundary lands where it should
     assert client.get("/api/v1/buckets/bucket/objects/k").data == data
-    # every whole 256 KiB block went in chunks; the last block (12345 bytes) is smaller than one
-    assert chunks and max(chunks) == reader.SEND_CHUNK and sum(chunks) == SIZE
     ranged = client.get("/api/v1/buckets/bucket/objects/k", headers={"Range": "bytes=1000-600000"})
     assert ranged.status_code == 206 and ranged.data == data[1000:600001]
-    assert reader.WHOLE_BLOCKS.used == 0
+    tail = client.get("/api/v1/buckets/bucket/objects/k", headers={"Range": f"bytes={SIZE - 5}-"})
+    assert tail.status_code == 206 and tail.data == data[SIZE - 5:]
 
 
-def test_a_corrupt_block_sent_in_chunks_is_served_from_the_other_copy(client, storage, local_location, local_root,
-                                                                     tmp_path, monkeypatch):
+def test_a_corrupt_block_in_a_window_is_served_from_the_other_copy(client, storage, local_location, local_root,
+                                                                  tmp_path):
     storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
                                        "enabled": True, "config": {"root": str(tmp_path / "cold")}})
     make_bucket(storage, locations=["hot", "cold"])
@@ -186,11 +174,9 @@ def test_a_corrupt_block_sent_in_chunks_is_served_from_the_other_copy(client, st
     corrupted = bytearray(path.read_bytes())
     corrupted[300 * KiB] ^= 0xFF  # the second block of the second piece
     path.write_bytes(bytes(corrupted))
-    monkeypatch.setattr(reader.WHOLE_BLOCKS, "limit", 0)
     response = client.get("/api/v1/buckets/bucket/objects/k")
     assert response.status_code == 200 and response.data == data
     assert records(storage) == [SIZE]
-    assert reader.WHOLE_BLOCKS.used == 0
 
 
 def test_the_service_raises_its_open_files_limit_to_what_its_connections_need():

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 
 from storage_core.auth import ACCOUNT, EXPIRES, SIGNATURE
 from storage_core.blueprints.common import authorize, principal, problems, services
-from storage_core.delivery import watch_socket
+from storage_core.delivery import socket_sender, watch_socket
 from storage_core.http_semantics import Conditions, content_disposition, may_be_inline
 from storage_core.names import validate_checksum
 from storage_core.schemas import (
@@ -99,7 +99,8 @@ def stream(download: Download, inline: bool = False) -> Response:
         headers["Content-Disposition"] = content_disposition(filename, inline and may_be_inline(target.content_type))
         headers["X-Content-Type-Options"] = "nosniff"
     if download.body is not None:
-        download.body.attach(watch_socket(request.environ, services().settings().send_timeout))
+        download.body.attach(watch_socket(request.environ, services().settings().send_timeout),
+                             socket_sender(request.environ))
     # HEAD keeps the Content-Length of the representation: no body is given, so none is recomputed.
     # No direct_passthrough: werkzeug would hand the bare iterable to the server and skip the
     # response's own close(), and with it the access log and metrics of every streamed download.

@@ -20,7 +20,7 @@ from profiles import profile
 from storage_core.checksums import HEADER_PREFIX, algorithm_of
 from storage_core.cursors import decode_cursor, encode_cursor
 from storage_core.db import connection
-from storage_core.delivery import watch_socket
+from storage_core.delivery import socket_sender, watch_socket
 from storage_core.errors import BucketExists, InvalidArgument, ObjectNotFound, StorageError
 from storage_core.http_semantics import Conditions, http_date, parse_content_md5, validate_content_type
 from storage_core.names import validate_bucket_name
@@ -292,7 +292,7 @@ def _read(door: Any, call: S3Call) -> Response:
                                                       residency_head=call.method == "HEAD")
     if download.body is not None:
         # refunds down to what the client received, and the cut of a client that stops reading
-        download.body.attach(watch_socket(call.request.environ, door.send_timeout))
+        download.body.attach(watch_socket(call.request.environ, door.send_timeout), socket_sender(call.request.environ))
     return Response(download.body, status=download.status, headers=_object_headers(download, call, overrides))
 
 

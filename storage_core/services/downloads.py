@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_core.auth import Principal
 from storage_core.db import transaction
-from storage_core.delivery import DeliveryWatch
+from storage_core.delivery import DeliveryWatch, SocketSender
 from storage_core.errors import (
     NearlineOnly,
     NotAvailable,
@@ -48,13 +48,13 @@ from storage_core.services.cache import RestoreCache
 from storage_core.services.content import ContentStore
 from storage_core.services.limits import Admission, DownloadLimits
 from storage_core.services.quota import Charge, QuotaService, ReadRequest
-from storage_core.services.reader import VerifiedReader, servable
+from storage_core.services.reader import FileSpan, VerifiedReader, servable
 from storage_core.services.resolve import Resolver, Selector, Target
 from storage_core.services.restore import AVAILABLE, QUEUED, RESTORING, Residency, RestoreService
 
 log = logging.getLogger(__name__)
 
-Chunks = Iterator[tuple[bytes, bool]]
+Chunks = Iterator[tuple[bytes | FileSpan, bool]]
 
 
 def native_etag(target: Target) -> str:
@@ -82,12 +82,18 @@ class ChargedBody:
     ``chunks`` yields ``(data, is_content)``; multipart framing is sent but not charged. A door that can
     see the client's socket attaches a ``DeliveryWatch`` (storage_core/delivery.py): a body that ends
     early is then refunded down to what the client acknowledged, and a client that stops reading is cut.
+    A door that can also hand files to that socket attaches a ``SocketSender``: the reader then gives
+    verified spans of piece files (``FileSpan``), sent with sendfile between the chunks yielded to the
+    server, and counted as delivered as the kernel takes them.
     """
 
     def __init__(self, chunks: Chunks, quota: QuotaService, charge: Charge | None,
-                 prefetched: list[tuple[bytes, bool]], limits: DownloadLimits, admission: Admission | None,
-                 cache: RestoreCache | None = None, cache_leases: list[int] | None = None):
+                 prefetched: list[tuple[bytes | FileSpan, bool]], limits: DownloadLimits,
+                 admission: Admission | None, cache: RestoreCache | None = None,
+                 cache_leases: list[int] | None = None, reader: VerifiedReader | None = None):
         self._chunks = chunks
+        self._reader = reader
+        self._sender: SocketSender | None = None
         self._quota = quota
         self._charge = charge
         self._prefetched = prefetched
@@ -100,26 +106,48 @@ class ChargedBody:
         self._complete = False
         self._closed = False
 
-    def attach(self, watch: DeliveryWatch | None) -> None:
+    def attach(self, watch: DeliveryWatch | None, sender: SocketSender | None = None) -> None:
         self._watch = watch
+        if sender is not None and self._reader is not None:
+            self._sender = sender
+            self._reader.spans = True
 
     def __iter__(self) -> Iterator[bytes]:
         holds = self._admission is not None or bool(self._cache_leases)
         renew_at = time.monotonic() + self._limits.renew_every_seconds if holds else None
-        watch, handed = self._watch, 0
+        watch, handed, sender = self._watch, 0, self._sender
         if watch is not None:
             watch.before_first_chunk()
-        first = 0
+        first = None  # the length of the first chunk, until the header's length is measured
         for source in (self._take_prefetched(), self._chunks):
             for data, is_content in source:
-                if watch is not None:
+                if watch is not None and first is not None and handed:
                     # only the header and the first chunk are handed so far: their sum gives the header's
                     # length (measured here rather than after the first chunk, so a body of one chunk, which
                     # is complete once handed, costs no measurement)
-                    if handed and handed == first:
-                        watch.after_first_chunk(first)
-                    if not is_content:
-                        watch.framing(handed, len(data))
+                    watch.after_first_chunk(first)
+                    first = None
+                if type(data) is FileSpan:
+                    if sender is None:
+                        data = data.read()
+                    else:
+                        if not handed:  # the server sends the status line and headers on its first write
+                            yield b""
+                            if watch is not None:
+                                watch.after_first_chunk(0)
+                        before = sender.sent
+                        try:
+                            sender.send_file(data.fd, data.offset, data.length)
+                        finally:
+                            handed += sender.sent - before
+                            if is_content:
+                                self.delivered += sender.sent - before
+                        if renew_at is not None and time.monotonic() >= renew_at:
+                            self._renew()
+                            renew_at = time.monotonic() + self._limits.renew_every_seconds
+                        continue
+                if watch is not None and not is_content:
+                    watch.framing(handed, len(data))
                 yield data
                 # resumed: the server has handed the chunk to the kernel
                 if not handed:
@@ -152,6 +180,8 @@ class ChargedBody:
         if close is not None:
             close()
         received = self.delivered
+        if self._sender is not None:
+            self._sender.close()
         if self._watch is not None:
             if not self._complete:
                 # handed to the kernel is not received: what the client acknowledged is
@@ -291,7 +321,7 @@ class DownloadService:
         chunks = self._chunks(reader, shape)
         # Read up to the first content block before answering: when no copy can serve it, the client
         # gets a clean 503 and the charge is undone, instead of a 200 that breaks at once.
-        prefetched: list[tuple[bytes, bool]] = []
+        prefetched: list[tuple[bytes | FileSpan, bool]] = []
         try:
             for item in chunks:
                 prefetched.append(item)
@@ -303,7 +333,7 @@ class DownloadService:
             raise
         return Download(shape.status, target, headers,
                         ChargedBody(chunks, self.quota, charge, prefetched, self.limits, admission,
-                                    self.cache, leases),
+                                    self.cache, leases, reader),
                         residency=self._residency(target))
 
     def _residency(self, target: Target) -> Residency | None:

@@ -3,51 +3,62 @@
 from __future__ import annotations
 
 import logging
-import threading
+import mmap
+import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from storage_core.errors import CorruptPiece, PieceMissing, StorageUnavailable
 from storage_core.integrity import BLOCK_HASHES, DIGEST_SIZE
 from storage_core.layout import FileLayout, block_span, global_block_index, split_range
 from storage_core.metrics import BYTES_SERVED, FAILOVERS
-from storage_core.plugin import PieceFile
+from storage_core.plugin import READ_CHUNK
 from storage_core.services.sources import Source
 
 log = logging.getLogger(__name__)
 
+# bytes of consecutive blocks read (and then verified block by block) in one plugin call; bounds the
+# memory of a stream like a block did
+WINDOW = READ_CHUNK
+
+
+# one system call sets up the window's page tables, instead of a page fault per few pages as it is hashed
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 # (the copy, the piece, what went wrong)
 FailureHook = Callable[[Source, int, StorageUnavailable], None]
 
-# What a download holds while its client takes the bytes: a verified block bigger than this is handed on
-# whole while the process's budget of whole blocks allows (few downloads: one copy, one send per block),
-# else in chunks of this size read again from the open piece file (1,500 slow clients holding 1 MiB
-# blocks would be 1.5 GiB of worker memory; in chunks, about 100 MiB).
-SEND_CHUNK = 64 * 1024
-WHOLE_BLOCKS_BUDGET = 16 * 1024 * 1024
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """Verified bytes still in their piece file: ``length`` bytes at ``offset`` of the open ``fd``. Valid
+    only until the iterator that yielded it moves on (it closes the file after the piece)."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        return os.pread(self.fd, self.length, self.offset)
 
 
-class Budget:
-    """Bytes of whole blocks being handed on at once in this process (shared by its threads or greenlets)."""
+class _OpenPiece:
+    """One piece of one copy, open: each window is mapped read-only, hashed where it lies in the page cache
+    (no copy into Python) and unmapped before the socket is given the file itself (sendfile). Mapping a
+    window rather than the piece keeps a download's memory bounded by a window."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
+    def __init__(self, position: int, source: Source, fd: int):
+        self.position, self.source, self.fd = position, source, fd
 
-    def take(self, size: int) -> bool:
-        with self._lock:
-            if self.used + size > self.limit:
-                return False
-            self.used += size
-            return True
+    def window(self, start: int, length: int) -> tuple[mmap.mmap, memoryview]:
+        """The mapping of ``[start, start + length)`` (from the page boundary below) and a view of exactly that."""
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(self.fd, start + length - aligned, mmap.MAP_SHARED | _POPULATE, mmap.PROT_READ,
+                           offset=aligned)
+        return mapped, memoryview(mapped)[start - aligned:]
 
-    def give(self, size: int) -> None:
-        with self._lock:
-            self.used -= size
-
-
-WHOLE_BLOCKS = Budget(WHOLE_BLOCKS_BUDGET)
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class VerifiedReader:
@@ -55,8 +66,8 @@ class VerifiedReader:
 
     A block that cannot be read from a copy, or does not match, is read from the next copy; a copy
     that is unreachable is not asked again during this read, and a piece known to be damaged on a copy
-    (``Source.damaged``) is not asked of that copy. Memory is bounded by one block, and for a client that
-    reads slowly by one SEND_CHUNK when the copy can be read again from its open file (``_sliced``).
+    (``Source.damaged``) is not asked of that copy. Memory is bounded by one window (``WINDOW``, or a block
+    if larger).
     """
 
     def __init__(self, layout: FileLayout, sources: list[Source], on_failure: FailureHook | None = None,
@@ -69,122 +80,136 @@ class VerifiedReader:
         self._served = [BYTES_SERVED.labels(source.location) for source in sources]
         self._dead: set[int] = set()
         self._bad_pieces = {(position, piece) for position, source in enumerate(sources) for piece in source.damaged}
-        # (source position, piece) -> the piece held open while its blocks are sent in chunks (see _sliced)
-        self._files: dict[tuple[int, int], PieceFile | None] = {}
+        # set by a body whose door can hand files to the socket (ChargedBody.attach): see iter_range
+        self.spans = False
 
-    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
+    def iter_range(self, start: int, end: int) -> Iterator[bytes | FileSpan]:
+        """The bytes of ``[start, end)``, verified. With ``spans`` set (a door that can sendfile), windows
+        of a copy whose plugin opens pieces as files come as ``FileSpan``s instead of bytes."""
         layout = self.layout
-        try:
-            for piece in split_range(start, end, layout.piece_size):
-                piece_len = layout.piece_length(piece.index)
-                want_lo, want_hi = piece.offset, piece.offset + piece.length
-                for number, block_start, block_len in block_span(
-                    piece.index, piece.offset, piece.length, piece_len, layout.block_size
-                ):
-                    lo = max(want_lo, block_start) - block_start
-                    hi = min(want_hi, block_start + block_len) - block_start
-                    if hi - lo <= SEND_CHUNK:
-                        data = self.read_block(piece.index, number, block_start, block_len)
-                        yield data if (lo == 0 and hi == block_len) else data[lo:hi]
-                    elif WHOLE_BLOCKS.take(block_len):
-                        try:
-                            data = self.read_block(piece.index, number, block_start, block_len)
-                            yield data if (lo == 0 and hi == block_len) else data[lo:hi]
-                        finally:
-                            data = b""
-                            WHOLE_BLOCKS.give(block_len)
-                    else:
-                        yield from self._sliced(piece.index, number, block_start, block_len, lo, hi)
-                self._close_files()
-        finally:
-            self._close_files()
-
-    def _sliced(self, piece: int, number: int, block_start: int, block_len: int, lo: int, hi: int
-                ) -> Iterator[bytes]:
-        """Bytes ``lo:hi`` of a verified block in chunks of SEND_CHUNK read again from the file that was
-        verified (the page cache), so that a client that reads slowly keeps one chunk in memory, not the
-        block. A copy that cannot be read again this way (``open_piece`` is None) sends the block whole."""
-        data, file = self._read_block(piece, number, block_start, block_len, reopen=True)
-        if file is None:
-            yield data if (lo == 0 and hi == block_len) else data[lo:hi]
-            return
-        for offset in range(lo, hi, SEND_CHUNK):
-            length = min(SEND_CHUNK, hi - offset)
+        per_window = max(1, WINDOW // layout.block_size)
+        # a long read starts with one block: a download reads its first chunk before it answers and holds it
+        # until the client has taken it, so 1,500 slow clients starting at once hold a block each, not a window
+        step = 1 if end - start > WINDOW else per_window
+        for piece in split_range(start, end, layout.piece_size):
+            piece_len = layout.piece_length(piece.index)
+            want_lo, want_hi = piece.offset, piece.offset + piece.length
+            blocks = block_span(piece.index, piece.offset, piece.length, piece_len, layout.block_size)
+            opened: _OpenPiece | None = None
+            mappable = True
             try:
-                chunk = file.read(block_start + offset, length)
-            except StorageUnavailable as exc:  # verified a moment ago: read the rest from any good copy
-                log.warning("copy of %s failed while being sent: %s", self.layout.checksum, exc.detail)
-                rest = self.read_block(piece, number, block_start, block_len)
-                yield rest[offset:hi]
-                return
-            yield chunk
+                # consecutive blocks are read in one plugin call (a window of about WINDOW bytes) and
+                # verified one by one: small blocks cost a hash each, not an open and a read each
+                i = 0
+                while i < len(blocks):
+                    group = blocks[i:i + step]
+                    i, step = i + step, per_window
+                    window_start = group[0][1]
+                    window_len = group[-1][1] + group[-1][2] - window_start
+                    lo = max(want_lo, window_start) - window_start
+                    hi = min(want_hi, window_start + window_len) - window_start
+                    if self.spans and mappable:
+                        if opened is None:
+                            opened = self._map(piece.index, piece_len)
+                            mappable = opened is not None
+                        if opened is not None:
+                            if self._verified_in_place(opened, piece.index, group[0][0], window_start, window_len):
+                                yield FileSpan(opened.fd, window_start + lo, hi - lo)
+                                continue
+                            opened.close()  # that copy's piece is bad: the rest of it comes by read_blocks
+                            opened, mappable = None, False
+                    data = self.read_blocks(piece.index, group[0][0], window_start, window_len)
+                    yield data if (lo == 0 and hi == window_len) else data[lo:hi]
+            finally:
+                if opened is not None:
+                    opened.close()
 
-    def _file(self, position: int, source: Source, piece: int) -> PieceFile | None:
-        key = (position, piece)
-        if key not in self._files:
-            self._files[key] = source.plugin.open_piece(self.layout.checksum, piece)
-        return self._files[key]
+    def _map(self, piece: int, piece_len: int) -> _OpenPiece | None:
+        """The piece of the first copy that may serve it, open; None when that copy cannot open pieces as
+        files or the attempt fails (``read_blocks`` then reads, and meets any fault, as without spans)."""
+        for position, source in enumerate(self.sources):
+            if position in self._dead or (position, piece) in self._bad_pieces:
+                continue
+            if not source.plugin.can_open_pieces:
+                return None
+            try:
+                fd = source.plugin.open_piece(self.layout.checksum, piece)
+            except StorageUnavailable:
+                return None
+            try:
+                # shorter than recorded: mapping it would fault past its end; read_blocks says PieceMissing
+                if os.fstat(fd).st_size < piece_len:
+                    os.close(fd)
+                    return None
+                return _OpenPiece(position, source, fd)
+            except OSError:
+                os.close(fd)
+                return None
+        return None
 
-    def _close_files(self) -> None:
-        files, self._files = self._files, {}
-        for file in files.values():
-            if file is not None:
-                file.close()
+    def _verified_in_place(self, opened: _OpenPiece, piece: int, first: int, start: int, length: int) -> bool:
+        position, source = opened.position, opened.source
+        if self.verify:
+            try:
+                mapped, view = opened.window(start, length)
+            except (OSError, ValueError):
+                return False  # read_blocks reads it, and meets the fault if there is one
+            try:
+                self._check(view, piece, first, source)
+            except CorruptPiece as exc:
+                self._failed(position, source, piece, exc)
+                return False
+            finally:
+                view.release()
+                mapped.close()
+        self._served[position].inc(length)
+        return True
 
-    def _digest(self, file: PieceFile, block_start: int, block_len: int) -> bytes:
-        digest = self._hash()
-        for offset in range(block_start, block_start + block_len, SEND_CHUNK):
-            digest.update(file.read(offset, min(SEND_CHUNK, block_start + block_len - offset)))
-        return digest.digest()
+    def _failed(self, position: int, source: Source, piece: int, exc: StorageUnavailable) -> None:
+        if isinstance(exc, PieceMissing | CorruptPiece):
+            self._bad_pieces.add((position, piece))
+        else:
+            self._dead.add(position)
+        FAILOVERS.labels(source.location, exc.code).inc()
+        log.warning("copy of %s on %s failed: %s", self.layout.checksum, source.location, exc.detail)
+        if self.on_failure is not None:
+            self.on_failure(source, piece, exc)
 
-    def read_block(self, piece: int, number: int, block_start: int, block_len: int) -> bytes:
-        return self._read_block(piece, number, block_start, block_len)[0]
-
-    def _read_block(self, piece: int, number: int, block_start: int, block_len: int, reopen: bool = False
-                    ) -> tuple[bytes, PieceFile | None]:
-        """The verified block, from the first copy that has it good; with ``reopen``, verified through the
-        copy's open file (``open_piece``) when it has one, which is returned instead of the bytes (``b""``)."""
+    def read_blocks(self, piece: int, first: int, start: int, length: int) -> bytes:
+        """``length`` bytes at ``start`` of a piece, whole blocks from block ``first`` on, each verified;
+        from the first copy that has them all good."""
         layout = self.layout
-        index = global_block_index(piece, number, layout.piece_size, layout.block_size)
-        expected = layout.block_digests[index * DIGEST_SIZE:(index + 1) * DIGEST_SIZE]
         errors = []
         for position, source in enumerate(self.sources):
             if position in self._dead or (position, piece) in self._bad_pieces:
                 continue
             try:
-                file = self._file(position, source, piece) if reopen else None
-                if file is not None:
-                    # the caller sends from the file: the block is only hashed here, a send chunk at a time
-                    # (a 1 MiB buffer per block would be mapped and faulted in afresh each time)
-                    if self.verify and self._digest(file, block_start, block_len) != expected:
-                        raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
-                    self._served[position].inc(block_len)
-                    return b"", file
-                data = b"".join(source.plugin.read_piece(layout.checksum, piece, block_start, block_len))
-                if len(data) != block_len:
+                data = b"".join(source.plugin.read_piece(layout.checksum, piece, start, length))
+                if len(data) != length:
                     raise PieceMissing(f"piece {piece} is shorter than recorded on {source.location}")
-                if self.verify and self._hash(data).digest() != expected:
-                    raise CorruptPiece(f"piece {piece} block {number} failed verification on {source.location}")
-                self._served[position].inc(block_len)
-                return data, file
+                if self.verify:
+                    self._check(data, piece, first, source)
+                self._served[position].inc(length)
+                return data
             except StorageUnavailable as exc:
-                file = self._files.pop((position, piece), None)
-                if file is not None:
-                    file.close()
-                if isinstance(exc, PieceMissing | CorruptPiece):
-                    self._bad_pieces.add((position, piece))
-                else:
-                    self._dead.add(position)
                 errors.append(f"{source.location}: {exc.detail}")
-                FAILOVERS.labels(source.location, exc.code).inc()
-                log.warning("copy of %s on %s failed: %s", layout.checksum, source.location, exc.detail)
-                if self.on_failure is not None:
-                    self.on_failure(source, piece, exc)
+                self._failed(position, source, piece, exc)
         raise StorageUnavailable(
             f"no copy of {layout.checksum} can serve piece {piece}"
             + (f" ({'; '.join(errors)})" if errors else " (no servable copy)")
         )
 
+    def _check(self, data: bytes | memoryview, piece: int, first: int, source: Source) -> None:
+        """``CorruptPiece`` unless every block in ``data`` (block ``first`` of ``piece`` on) matches its digest."""
+        layout = self.layout
+        size, digests, new_hash = layout.block_size, layout.block_digests, self._hash
+        index = global_block_index(piece, first, layout.piece_size, size) * DIGEST_SIZE
+        view = memoryview(data)
+        for offset in range(0, len(view), size):
+            if new_hash(view[offset:offset + size]).digest() != digests[index:index + DIGEST_SIZE]:
+                raise CorruptPiece(f"piece {piece} block {first + offset // size} failed verification on "
+                                   f"{source.location}")
+            index += DIGEST_SIZE
 
 
 def servable(layout: FileLayout, sources: list[Source], ranges: list[tuple[int, int]]) -> bool:

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, Row, String, and_, bindparam, func, or_, select
+from sqlalchemy import Engine, Row, String, and_, bindparam, case, func, null, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from storage_core.auth import AccessPolicy, BucketFacts, Principal
 from storage_core.db import PreparedQuery, connection
 from storage_core.errors import AccessKeyNotFound, Conflict, Forbidden, NotFound, ObjectNotFound
+from storage_core.integrity import INLINE_DIGESTS, DigestCache
 from storage_core.layout import FileLayout
 from storage_core.models import (
     Access,
@@ -110,7 +111,10 @@ def _resolve_statement(*conditions: Any, batch: bool = False) -> Any:
                o.c.s3_etag, o.c.content_encoding, o.c.content_disposition, o.c.cache_control, o.c.user_metadata,
                o.c.checksums,
                b.c.id.label("bucket_id"), b.c.name.label("bucket"), b.c.owner, b.c.visibility,
-               f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_digests, f.c.block_hash, f.c.md5,
+               f.c.checksum, f.c.size, f.c.piece_size, f.c.block_size, f.c.block_hash, f.c.md5,
+               # long digests stay in the database: the resolver keeps them per process (DigestCache)
+               case((func.length(f.c.block_digests) <= INLINE_DIGESTS, f.c.block_digests),
+                    else_=null()).label("block_digests"),
                c.c.id.label("copy_id"), c.c.expires_at.label("copy_expires_at"), loc.c.id.label("location_id"),
                loc.c.name.label("location"), loc.c.tier, loc.c.access, loc.c.purpose,
                loc.c.updated_at.label("location_version"), lim.c.account.label("limited"),
@@ -167,11 +171,12 @@ class Resolver:
     """Finds the target of a download and checks that the principal may read it."""
 
     def __init__(self, autocommit_engine: Engine, plugins: PluginCache, policy: AccessPolicy,
-                 clock: Callable[[], int] = now_us):
+                 clock: Callable[[], int] = now_us, digests: DigestCache | None = None):
         self.engine = autocommit_engine
         self.plugins = plugins
         self.policy = policy
         self.clock = clock
+        self.digests = digests if digests is not None else DigestCache()
         self._batched = autocommit_engine.dialect.name == "postgresql"
         self._combiner: Combiner[list[Row[Any]]] = Combiner(self._resolve_batch, BUSY_GATHER_SECONDS)
 
@@ -219,13 +224,31 @@ class Resolver:
         nearline_sources = self.plugins.sources_of_rows(self.engine, nearline) if nearline else []
         return Target(first.bucket_id, first.bucket, first.visibility, first.key, first.object_id,
                       first.content_type, as_utc(first.created_at), not first.last_modified_weak, first.md5,
-                      FileLayout.of(first), sources,
+                      self._layout(first), sources,
                       limited=first.limited is not None, nearline=nearline_sources,
                       cache_expiry={s.copy_id: expiry[s.copy_id] for s in sources if s.copy_id in expiry},
                       s3_etag=first.s3_etag or first.md5,
                       content_encoding=first.content_encoding, content_disposition=first.content_disposition,
                       cache_control=first.cache_control, user_metadata=_json(first.user_metadata),
                       checksums=_json(first.checksums))
+
+    def _layout(self, row: Any) -> FileLayout:
+        """The file's layout; digests longer than ``INLINE_DIGESTS`` from the cache, fetched on a miss."""
+        if row.block_digests is not None:
+            return FileLayout.of(row)
+        key = (row.checksum, row.piece_size, row.block_size, row.block_hash)
+        digests = self.digests.get(key)
+        if digests is None:
+            f = File.__table__
+            with connection(self.engine) as conn:
+                found = conn.execute(select(f.c.block_digests).where(
+                    f.c.checksum == row.checksum, f.c.piece_size == row.piece_size,
+                    f.c.block_size == row.block_size, f.c.block_hash == row.block_hash)).first()
+            if found is None:  # deleted (or stored again otherwise) since the resolve
+                raise NotFound(f"file {row.checksum} no longer exists")
+            digests = bytes(found.block_digests)
+            self.digests.put(key, digests)
+        return FileLayout(row.checksum, row.size, row.piece_size, row.block_size, digests, row.block_hash)
 
     def _by_key(self, bucket: str, key: str, principal: Principal) -> Target:
         rows = self._rows_by_key(bucket, key, principal)
