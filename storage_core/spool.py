@@ -1,7 +1,16 @@
-"""Upload spooling: the body goes to a temporary file while its digests and block checksums are computed."""
+"""Upload spooling: the body goes to a temporary file while its digests and block checksums are computed.
+
+The body is read in rounds of ``CHUNK`` bytes. Each round's bytes go, as the one bytes object the
+request stream returned (no copy), to three calls on real threads (``storage_core.offload``): md5;
+sha256 and the BLAKE3 block digests; ``pwrite`` into the spool file. They run in parallel with each
+other and with the socket read of the next round; a round starts only once the previous one is done,
+so each hash sees the bytes in order and at most two rounds are held (memory bounded by ``CHUNK``,
+not by the body).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -9,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from storage_core import offload
 from storage_core.errors import BadDigest, InvalidArgument, PayloadTooLarge
 from storage_core.integrity import BLOCK_HASH, BLOCK_HASHES
 from storage_core.layout import piece_count, piece_length
 
-CHUNK = 1024 * 1024
+# Bytes asked of the request stream per round: large enough that the hashes release the GIL for
+# milliseconds at a time and thread hand-offs cost nothing, small enough that two rounds in memory
+# are nothing next to the worker's 100 MiB budget.
+CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +46,13 @@ class Spool:
 
     def __init__(self, directory: Path, piece_size: int, block_size: int, sha256: bool = True):
         directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
-        self.path = Path(name)
-        self.file: BinaryIO = os.fdopen(fd, "w+b")
+        # one file per piece, ``upload-<random>.<index>``: a local location takes a piece by a hard link
+        # (``PieceStream.link_to``) instead of a copy of its bytes. Piece 0 exists from the start (an
+        # empty body has one empty file), the others from their first byte.
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".0", dir=directory)
+        self._stem = name[: -len(".0")]
+        self._fds: list[int] = [fd]
+        self._linked: set[int] = set()  # pieces a location took by a hard link (the next one copies)
         self.piece_size = piece_size
         self.block_size = min(block_size, piece_size)
         self.size = 0
@@ -46,6 +63,7 @@ class Spool:
         self._new_block = BLOCK_HASHES[BLOCK_HASH]
         self._block = self._new_block()
         self._block_filled = 0
+        self._blocked = 0  # bytes fed to the block digests (a thread's, during a round)
         self._digests: list[bytes] = []
 
     def __enter__(self) -> Spool:
@@ -54,12 +72,24 @@ class Spool:
     def __exit__(self, *_exc: object) -> None:
         self.discard()
 
+    def piece_path(self, index: int) -> str:
+        return f"{self._stem}.{index}"
+
+    @property
+    def paths(self) -> list[Path]:
+        """The spool's files (one per piece received so far)."""
+        return [Path(self.piece_path(index)) for index in range(len(self._fds))]
+
     def discard(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
+        for index, fd in enumerate(self._fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.piece_path(index))
+        self._fds = []
 
     def _block_room(self) -> int:
-        in_piece = self.size % self.piece_size
+        in_piece = self._blocked % self.piece_size
         block_end = min((in_piece // self.block_size + 1) * self.block_size, self.piece_size)
         return block_end - in_piece
 
@@ -69,10 +99,50 @@ class Spool:
             take = min(len(data), room)
             self._block.update(data[:take])
             self._block_filled += take
-            self.size += take
+            self._blocked += take
             data = data[take:]
             if take == room:
                 self._close_block()
+
+    def _hash_sha256_and_blocks(self, chunk: bytes) -> None:
+        if self._sha256 is not None:
+            self._sha256.update(chunk)
+        self._feed(memoryview(chunk))
+
+    def _open_pieces(self, end: int) -> None:
+        """Create the files of the pieces up to byte ``end`` (before a round's write runs on a thread)."""
+        while len(self._fds) * self.piece_size < end:
+            self._fds.append(os.open(self.piece_path(len(self._fds)), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+    def _write(self, chunk: bytes, offset: int) -> None:
+        """Write the bytes at ``offset`` of the body into the piece files; fsync each piece it completes
+        (here, on the writing thread: a location taking the piece by a link finds it durable already)."""
+        view = memoryview(chunk)
+        while view:
+            index, at = divmod(offset, self.piece_size)
+            take = min(len(view), self.piece_size - at)
+            fd = self._fds[index]
+            part = view[:take]
+            while part:
+                written = os.pwrite(fd, part, at)
+                part, at = part[written:], at + written
+            if at == self.piece_size:
+                os.fsync(fd)
+            view, offset = view[take:], offset + take
+
+    def _finish(self) -> None:
+        """fsync the last piece when it is short (a full one was synced as it was completed)."""
+        if self.size % self.piece_size or not self.size:
+            os.fsync(self._fds[-1])
+
+    def _round(self, chunk: bytes) -> list[offload.Pending]:
+        """Hash and write one round's bytes on threads; the calls, to wait for."""
+        offset = self.size
+        self.size += len(chunk)
+        self._open_pieces(self.size)
+        return [offload.submit(self._md5.update, chunk),
+                offload.submit(self._hash_sha256_and_blocks, chunk),
+                offload.submit(self._write, chunk, offset)]
 
     def _close_block(self) -> None:
         if self._block_filled:
@@ -85,25 +155,29 @@ class Spool:
         if content_length is not None and max_size and content_length > max_size:
             raise PayloadTooLarge(f"object larger than the limit of {max_size} bytes")
         remaining = content_length
-        while remaining is None or remaining > 0:
-            chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
-            if not chunk:
-                break
-            if max_size and self.size + len(chunk) > max_size:
-                raise PayloadTooLarge(f"object larger than the limit of {max_size} bytes")
-            self.file.write(chunk)
-            if self._sha256 is not None:
-                self._sha256.update(chunk)
-            self._md5.update(chunk)
-            self._feed(memoryview(chunk))
-            if remaining is not None:
-                remaining -= len(chunk)
+        pending: list[offload.Pending] = []
+        try:
+            while remaining is None or remaining > 0:
+                chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                if not chunk:
+                    break
+                if max_size and self.size + len(chunk) > max_size:
+                    raise PayloadTooLarge(f"object larger than the limit of {max_size} bytes")
+                offload.wait_all(pending)  # the previous round: every hash sees the bytes in order
+                pending = self._round(chunk)
+                if remaining is not None:
+                    remaining -= len(chunk)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                offload.wait_all(pending)
+            raise
+        offload.wait_all(pending)
         if remaining:
             raise InvalidArgument(
                 f"request body ended after {self.size} of {content_length} bytes"
             )
         self._close_block()
-        self.file.flush()
+        self._finish()
 
     @property
     def sha256(self) -> str:
@@ -134,16 +208,23 @@ class Spool:
             raise BadDigest("the X-Checksum-Sha256 you specified did not match what we received")
 
     def piece_reader(self, index: int) -> PieceStream:
-        return PieceStream(self.path, index * self.piece_size, self.piece_length(index))
+        return PieceStream(self.piece_path(index), 0, self.piece_length(index), self._linked, index)
 
 
 class PieceStream:
-    """A file-like view of one piece of the spool file, read with its own descriptor (thread-safe)."""
+    """A file-like view of one piece of the spool, read with its own descriptor (thread-safe).
 
-    def __init__(self, path: Path, offset: int, length: int):
+    A local location may take the piece file itself instead of its bytes: ``link_to`` (a hard link,
+    once per piece: a second location gets a copy of its own, never the same inode), else
+    ``copy_to`` (the kernel copies, no bytes through Python)."""
+
+    def __init__(self, path: str, offset: int, length: int, linked: set[int] | None = None, index: int = 0):
+        self._path = path
         self._fd = os.open(path, os.O_RDONLY)
         self._offset = offset
         self._remaining = length
+        self._linked = linked
+        self._index = index
 
     def read(self, size: int = -1) -> bytes:
         if self._remaining <= 0:
@@ -153,6 +234,45 @@ class PieceStream:
         self._offset += len(data)
         self._remaining -= len(data)
         return data
+
+    def link_to(self, target: str) -> bool:
+        """Hard-link the whole piece file (nothing read yet) at ``target``, a name that does not exist;
+        False when it cannot be (already linked elsewhere, another filesystem, partly read)."""
+        if self._linked is None or self._index in self._linked or self._offset != 0:
+            return False
+        if os.fstat(self._fd).st_size != self._remaining:
+            return False
+        try:
+            os.link(self._path, target)
+        except OSError:
+            return False
+        self._linked.add(self._index)
+        self._remaining = 0
+        return True
+
+    def copy_to(self, fd: int) -> int:
+        """Copy what is left of the piece to ``fd`` (at its position) in the kernel; the bytes copied.
+        Stops early only if the spool file is shorter than the piece (the caller checks the count)."""
+        copied = 0
+        while self._remaining > 0:
+            try:
+                n = os.copy_file_range(self._fd, fd, min(self._remaining, 1 << 30), self._offset)
+            except OSError:  # not between these filesystems: through a buffer instead
+                data = self.read(min(self._remaining, 1 << 20))
+                n = len(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                copied += n
+                if not n:
+                    break
+                continue
+            if not n:
+                break
+            self._offset += n
+            self._remaining -= n
+            copied += n
+        return copied
 
     def close(self) -> None:
         os.close(self._fd)
