@@ -110,7 +110,7 @@ class Spool:
             if take == room:
                 self._close_block()
 
-    def _hash_sha256_and_blocks(self, chunk: bytes) -> None:
+    def _hash_sha256_and_blocks(self, chunk: bytes | memoryview) -> None:
         if self._sha256 is not None:
             self._sha256.update(chunk)
         self._feed(memoryview(chunk))
@@ -120,7 +120,7 @@ class Spool:
         while len(self._fds) * self.piece_size < end:
             self._fds.append(os.open(self.piece_path(len(self._fds)), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
 
-    def _write(self, chunk: bytes, offset: int) -> None:
+    def _write(self, chunk: bytes | memoryview, offset: int) -> None:
         """Write the bytes at ``offset`` of the body into the piece files (on the writing thread)."""
         if self._writer is None:
             self._writer = PieceWriter(self._fds, self.piece_size)
@@ -134,7 +134,7 @@ class Spool:
         elif not self.size:
             os.fsync(self._fds[0])
 
-    def _round(self, chunk: bytes) -> list[offload.Pending]:
+    def _round(self, chunk: bytes | memoryview) -> list[offload.Pending]:
         """Hash and write one round's bytes on threads; the calls, to wait for."""
         offset = self.size
         self.size += len(chunk)
@@ -155,9 +155,18 @@ class Spool:
             raise PayloadTooLarge(f"object larger than the limit of {max_size} bytes")
         remaining = content_length
         pending: list[offload.Pending] = []
+        # a stream that reads into the caller's buffer (storage_core.wsgi_body) fills two buffers in turn:
+        # one is read into while the other's round runs on the threads
+        buffers = [bytearray(CHUNK), bytearray(CHUNK)] if hasattr(stream, "readinto") else None
+        turn = 0
         try:
             while remaining is None or remaining > 0:
-                chunk = stream.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                want = CHUNK if remaining is None else min(CHUNK, remaining)
+                if buffers is None:
+                    chunk: bytes | memoryview = stream.read(want)
+                else:
+                    chunk = _fill(stream, memoryview(buffers[turn])[:want])
+                    turn ^= 1
                 if not chunk:
                     break
                 if max_size and self.size + len(chunk) > max_size:
@@ -208,6 +217,17 @@ class Spool:
 
     def piece_reader(self, index: int) -> PieceStream:
         return PieceStream(self.piece_path(index), 0, self.piece_length(index), self._linked, index)
+
+
+def _fill(stream: BinaryIO, view: memoryview) -> memoryview:
+    """Read into ``view`` until it is full or the stream ends; the part filled."""
+    filled = 0
+    while filled < len(view):
+        got = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        filled += got
+    return view[:filled]
 
 
 ALIGN = 4096  # O_DIRECT: buffer address, file offset and length in multiples of this
@@ -276,7 +296,7 @@ class PieceWriter:
             os.close(direct)
         self._index, self._at = self._index + 1, 0
 
-    def write(self, chunk: bytes, offset: int) -> None:
+    def write(self, chunk: bytes | memoryview, offset: int) -> None:
         view = memoryview(chunk)
         while view:
             index, at = divmod(offset, self._piece_size)

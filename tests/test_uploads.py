@@ -353,3 +353,31 @@ def test_first_local_location_takes_the_spooled_pieces_by_link_the_second_gets_c
         assert os.stat(a).st_nlink == os.stat(b).st_nlink == 1
         assert os.stat(a).st_mode & 0o777 == os.stat(b).st_mode & 0o777 == 0o640
     assert b"".join(p.read_bytes() for p in sorted(first, key=lambda p: int(p.suffix[1:]))) == big_body
+
+
+@pytest.mark.parametrize("size", [100, 3 * MiB + 11], ids=["in-gunicorns-read-ahead", "from-the-socket"])
+def test_request_pipelined_after_an_upload_body_is_served(storage, settings, local_location, size):
+    """The body is read from the socket past gunicorn's buffers (storage_core/wsgi_body.py): what gunicorn
+    read ahead beyond a small body is the next request, served on the same connection, and a large
+    body is read to its end, never into the next request."""
+    make_bucket(storage)
+    body = os.urandom(size)
+    server = one_worker(settings)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"PUT /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: {server.admin['Authorization']}\r\n".encode()
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                         + b"GET /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: {server.admin['Authorization']}\r\n".encode()
+                         + b"Connection: close\r\n\r\n")
+            sock.settimeout(30)
+            answer = b""
+            while chunk := sock.recv(1 << 20):
+                answer += chunk
+    finally:
+        server.stop()
+    first, _, rest = answer.partition(b"\r\n")
+    assert b" 201 " in first, answer[:500]
+    assert b"\r\nHTTP/1.1 200 " in rest or rest.count(b"HTTP/1.1 200 ") == 1, rest[:1000]
+    assert answer.endswith(body)
