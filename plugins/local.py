@@ -218,6 +218,7 @@ class LocalLocation(LocationPlugin):
             raise StorageUnavailable(f"local location {self.root}: delete failed: {exc}") from exc
 
     can_move_pieces = True
+    writes_in_threads = True  # a piece is its own files and descriptors
 
     def move_piece(self, checksum: str, index: int, new_checksum: str, new_index: int) -> None:
         source, target = self._piece_path(checksum, index), self._piece_path(new_checksum, new_index)

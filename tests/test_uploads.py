@@ -381,3 +381,18 @@ def test_request_pipelined_after_an_upload_body_is_served(storage, settings, loc
     assert b" 201 " in first, answer[:500]
     assert b"\r\nHTTP/1.1 200 " in rest or rest.count(b"HTTP/1.1 200 ") == 1, rest[:1000]
     assert answer.endswith(body)
+
+
+def test_pieces_written_in_parallel_are_all_removed_when_one_fails(client, storage, local_location, local_root):
+    """A local location writes an upload's pieces on several threads at once: when one of them fails
+    (here a directory stands where piece 5 goes), the pieces the others wrote are removed too."""
+    make_bucket(storage)
+    data = os.urandom(12 * PIECE + 3)
+    checksum = hashlib.sha256(data).hexdigest()
+    blocker = local_root / "pieces" / checksum[0:2] / checksum[2:4] / f"{checksum}.5"
+    blocker.mkdir(parents=True)
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=data)
+    assert response.status_code == 503, response.json
+    assert pieces_on_disk(local_root) == []  # the 12 other pieces were written, then removed
+    assert [p for p in blocker.parent.iterdir() if p != blocker] == []
+    assert count(storage, File) == count(storage, Object) == count(storage, FileCopy) == 0
