@@ -25,10 +25,14 @@ from storage_core.errors import BadDigest, InvalidArgument, PayloadTooLarge
 from storage_core.integrity import BLOCK_HASH, BLOCK_HASHES
 from storage_core.layout import piece_count, piece_length
 
-# Bytes asked of the request stream per round: large enough that the hashes release the GIL for
-# milliseconds at a time and thread hand-offs cost nothing, small enough that two rounds in memory
-# are nothing next to the worker's 100 MiB budget.
-CHUNK = 8 * 1024 * 1024
+# Bytes per round from a stream that reads into the spool's buffers (``readinto`` and ``zero_copy``:
+# storage_core.wsgi_body): large enough that the hashes release the GIL for milliseconds at a time and
+# thread hand-offs cost nothing, small enough that an upload's three buffers are 12 MiB.
+CHUNK = 4 * 1024 * 1024
+# Bytes per round from any other stream (``read()``: werkzeug's, the S3 door's decoders): each read of
+# gunicorn's input holds a few copies of what it returns for a while, and S3 clients send ten parts at
+# once, so these rounds stay as small as the reads were before the threads.
+READ_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class Spool:
         self._fds: list[int] = [fd]
         self._linked: set[int] = set()  # pieces a location took by a hard link (the next one copies)
         self._writer: PieceWriter | None = None
+        self._round_size = READ_CHUNK  # bytes asked of the stream per round (set by receive)
         self.piece_size = piece_size
         self.block_size = min(block_size, piece_size)
         self.size = 0
@@ -123,7 +128,7 @@ class Spool:
     def _write(self, chunk: bytes | memoryview, offset: int) -> None:
         """Write the bytes at ``offset`` of the body into the piece files (on the writing thread)."""
         if self._writer is None:
-            self._writer = PieceWriter(self._fds, self.piece_size)
+            self._writer = PieceWriter(self._fds, self.piece_size, self._round_size)
         self._writer.write(chunk, offset)
 
     def _finish(self) -> None:
@@ -157,11 +162,13 @@ class Spool:
         pending: list[offload.Pending] = []
         # a stream that reads into the caller's buffer (storage_core.wsgi_body) fills two buffers in turn:
         # one is read into while the other's round runs on the threads
-        buffers = [bytearray(CHUNK), bytearray(CHUNK)] if hasattr(stream, "readinto") else None
+        zero_copy = getattr(stream, "zero_copy", False) and hasattr(stream, "readinto")
+        buffers = [bytearray(CHUNK), bytearray(CHUNK)] if zero_copy else None
+        size = self._round_size = CHUNK if zero_copy else READ_CHUNK
         turn = 0
         try:
             while remaining is None or remaining > 0:
-                want = CHUNK if remaining is None else min(CHUNK, remaining)
+                want = size if remaining is None else min(size, remaining)
                 if buffers is None:
                     chunk: bytes | memoryview = stream.read(want)
                 else:
@@ -185,7 +192,7 @@ class Spool:
                 f"request body ended after {self.size} of {content_length} bytes"
             )
         self._close_block()
-        self._finish()
+        offload.wait_all([offload.submit(self._finish)])  # its fsync off the event loop
 
     @property
     def sha256(self) -> str:
@@ -243,11 +250,11 @@ class PieceWriter:
     piece is fsynced once complete, so a location that takes it by a link finds it durable. Used by
     one thread at a time (a round's writing call), in the order of the body."""
 
-    def __init__(self, fds: list[int], piece_size: int):
+    def __init__(self, fds: list[int], piece_size: int, capacity: int):
         self._fds = fds  # the buffered descriptors, one per piece (the Spool's list)
         self._direct: dict[int, int] = {}
         self._piece_size = piece_size
-        self._buffer = mmap.mmap(-1, CHUNK + ALIGN)  # page-aligned; holds < ALIGN + one round
+        self._buffer = mmap.mmap(-1, capacity + ALIGN)  # page-aligned; holds < ALIGN + one round
         self._view = memoryview(self._buffer)
         self._held = 0  # bytes in the buffer, not written yet
         self._index = 0  # the piece they belong to

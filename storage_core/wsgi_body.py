@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 class SocketBody:
     """``readinto``/``read`` of a Content-Length body over gunicorn's ``LengthReader``."""
 
+    zero_copy = True  # Spool.receive reads it into its reused buffers, in rounds of spool.CHUNK
+
     def __init__(self, body: Any):
         self._body = body  # gunicorn.http.body.Body
         self._reader = body.reader  # LengthReader: .length is what is left of the body

@@ -25,8 +25,7 @@ class Jagged(io.RawIOBase):
     def __init__(self, data: bytes, readinto: bool):
         self._data = io.BytesIO(data)
         self._random = random.Random(len(data))
-        if not readinto:
-            self.readinto = None  # type: ignore[assignment]
+        self.zero_copy = readinto  # read into the spool's buffers, as storage_core.wsgi_body's body is
 
     def read(self, size: int = -1) -> bytes:
         return self._data.read(self._random.randint(1, size) if size and size > 0 else size)
