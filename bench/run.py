@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "less than a quarter of a CPU (default 30; 0: do not wait)")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="throughput: repeat each downloader run under py-spy, stacks to DIR, print the top "
-                             "functions by self time; scale: py-spy of the worker while each line repeats at its "
-                             "largest size")
+                             "functions by self time; memory: the same for one more big upload; scale: py-spy of the "
+                             "worker while each line repeats at its largest size")
     parser.add_argument("--scale-sizes", type=sizes, default=DEFAULT_SIZES, metavar="N,N,...",
                         help="scale: read records in the measured buckets (default "
                              f"{','.join(map(str, DEFAULT_SIZES))})")
@@ -410,7 +410,7 @@ def run_memory(args: argparse.Namespace, argv: Sequence[str], only: str) -> int:
     print(f"memory benchmarks: {args.size_mib} MiB object, on {machine_line()}", flush=True)
     try:
         with Workspace(keep=args.keep) as workspace:
-            results = MemoryBenchmark(workspace, args.size_mib * MiB).run(
+            results = MemoryBenchmark(workspace, args.size_mib * MiB, args.profile).run(
                 only=None if only == "all" else only, parallel=args.parallel,
                 download_profile=args.download_service)
     except BenchError as exc:

@@ -129,6 +129,11 @@ class LocationPlugin(abc.ABC):
     def health(self) -> None:
         """Raise ``StorageUnavailable`` when the location cannot serve."""
 
+    #: whether ``write_piece`` may run on several real threads at once (an upload writes its pieces in
+    #: parallel, so that their fsyncs share journal commits); False for a plugin whose client is bound to
+    #: the event loop
+    writes_in_threads: ClassVar[bool] = False
+
     #: whether ``move_piece`` renames a piece where it lies (no bytes through the service); callers that
     #: need a piece under another name copy it themselves when this is False
     can_move_pieces: ClassVar[bool] = False

@@ -408,9 +408,12 @@ def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: s
     the client and the service see, and that the fault left something behind for gc to clean."""
     make_bucket(storage)
     spool = Path(settings.spool_dir)
-    # big pieces: writing one (write, fsync, rename) takes long enough to be caught in the middle
+    # receiving: big pieces, so one spool file grows past 4 MiB while the body comes; writing: many
+    # small pieces, so their writes (a link, fsyncs and a rename each, four at once) take long enough
+    # to be caught in the middle
+    piece_size = 16 * MiB if phase == "receiving-body" else 256 * 1024
     server = GunicornServer(settings, workers=1, extra_env={"STORAGE_PROFILES": "storage",
-                                                            "STORAGE_PIECE_SIZE": str(16 * MiB)})
+                                                            "STORAGE_PIECE_SIZE": str(piece_size)})
     with running([server]):
         master = server.process.pid
         (worker,) = child_pids(master)
@@ -427,8 +430,8 @@ def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: s
                 chunk = os.urandom(MiB)
                 for _ in range(size // MiB):
                     sock.sendall(chunk)
-                wait_for(lambda: any(p.name.startswith(".tmp-") for p in files_under(local_root)), timeout=30,
-                         interval=0.001, what="a piece being written")
+                # the first piece file (temporary or renamed) on the location: the write phase has begun
+                wait_for(lambda: files_under(local_root), timeout=30, interval=0.001, what="a piece being written")
             kill(worker)
             # the client gets no answer: the connection just ends
             sock.settimeout(20)
@@ -445,7 +448,7 @@ def kill_upload_half_way(settings: Settings, storage, local_root: Path, phase: s
     # what the killed upload left behind: the precondition of the gc checks
     assert files_under(spool), "the killed upload left no spool file"
     if phase == "writing-pieces":
-        assert any(p.name.startswith(".tmp-") for p in files_under(local_root))
+        assert files_under(local_root)  # pieces (or temporary piece files) of the pending copy
         assert count(storage, FileCopy) == 1  # the pending copy
     assert count(storage, Object) == 0
     storage.garbage_collector().collect(pending_grace_seconds=0)

@@ -6,17 +6,22 @@ import base64
 import hashlib
 import os
 import socket
+import struct
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from storage_core.models import File, FileCopy, Object
 from tests.conftest import KiB, make_bucket, put
+from tests.support.servers import GunicornServer
 
 pytestmark = pytest.mark.profile("storage")
 
 PIECE = 64 * KiB
+MiB = 1024 * KiB
 
 
 def pieces_on_disk(root: Path) -> list[Path]:
@@ -241,3 +246,153 @@ def test_capacity_is_enforced(client, storage, local_root):
     full = client.put("/api/v1/buckets/bucket/objects/b", data=b"y" * 60)
     assert full.status_code == 507 and full.json["code"] == "InsufficientStorage"
     assert client.get("/api/v1/storage-locations/small").json["used_size"] == 60
+
+
+# ---- the threaded upload path (issue 14): rounds of 8 MiB hashed and written on threads ----------------
+
+BIG = 2 * 8 * MiB + 3 * PIECE + 5  # several rounds of spool.CHUNK, a short last one, a short last piece
+
+
+@pytest.fixture(scope="module")
+def big_body() -> bytes:
+    return os.urandom(BIG)
+
+
+def one_worker(settings) -> GunicornServer:
+    """The real service, one gevent worker, with the test settings' small pieces and blocks."""
+    return GunicornServer(settings, workers=1, extra_env={"STORAGE_PIECE_SIZE": str(settings.piece_size),
+                                                          "STORAGE_BLOCK_SIZE": str(settings.block_size)})
+
+
+def test_big_upload_through_gunicorn_round_trips(storage, settings, local_location, local_root, big_body):
+    """Under the gevent worker the hashes run on the hub's threads: every digest still right."""
+    import blake3
+
+    make_bucket(storage)
+    server = one_worker(settings)
+    try:
+        url = f"{server.url}/api/v1/buckets/bucket/objects/big"
+        response = requests.put(url, data=big_body, headers={
+            **server.admin, "Content-MD5": base64.b64encode(hashlib.md5(big_body).digest()).decode(),
+            "X-Checksum-Sha256": hashlib.sha256(big_body).hexdigest()}, timeout=60)
+        assert response.status_code == 201, response.text
+        assert response.json()["checksum"] == hashlib.sha256(big_body).hexdigest()
+        download = requests.get(url, headers=server.admin, timeout=60)
+        assert download.status_code == 200 and download.content == big_body
+    finally:
+        server.stop()
+    with storage.session_factory()() as session:
+        file = session.get(File, hashlib.sha256(big_body).hexdigest())
+        assert file.md5 == hashlib.md5(big_body).hexdigest()
+        expected = b"".join(blake3.blake3(big_body[start + i:min(start + i + settings.block_size,
+                                                                 start + PIECE, BIG)]).digest()
+                            for start in range(0, BIG, PIECE) for i in range(0, min(PIECE, BIG - start),
+                                                                               settings.block_size))
+        assert file.block_digests == expected
+    assert len(pieces_on_disk(local_root)) == -(-BIG // PIECE)
+    assert list(Path(settings.spool_dir).iterdir()) == []
+
+
+@pytest.mark.parametrize("header", ["Content-MD5", "X-Checksum-Sha256"])
+def test_big_upload_with_a_wrong_digest_through_gunicorn_stores_nothing(storage, settings, local_location,
+                                                                       local_root, big_body, header):
+    make_bucket(storage)
+    wrong = big_body[:-1] + bytes([big_body[-1] ^ 1])  # differs in the last byte: the last round decides
+    value = (base64.b64encode(hashlib.md5(wrong).digest()).decode() if header == "Content-MD5"
+             else hashlib.sha256(wrong).hexdigest())
+    server = one_worker(settings)
+    try:
+        response = requests.put(f"{server.url}/api/v1/buckets/bucket/objects/big", data=big_body,
+                                headers={**server.admin, header: value}, timeout=60)
+    finally:
+        server.stop()
+    assert response.status_code == 400 and response.json()["code"] == "BadDigest"
+    assert pieces_on_disk(local_root) == []
+    assert count(storage, File) == count(storage, Object) == count(storage, FileCopy) == 0
+    assert list(Path(settings.spool_dir).iterdir()) == []
+
+
+def test_client_gone_mid_upload_through_gunicorn_leaves_nothing(storage, settings, local_location, local_root,
+                                                                big_body):
+    """The client sends several rounds of a declared body, then resets the connection: the rounds on the
+    threads finish, the spool files go, nothing is stored."""
+    make_bucket(storage)
+    server = one_worker(settings)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"PUT /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: {server.admin['Authorization']}\r\n".encode()
+                         + f"Content-Length: {2 * BIG}\r\n\r\n".encode() + big_body)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+        spool = Path(settings.spool_dir)
+        deadline = time.monotonic() + 20
+        while any(spool.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(spool.iterdir()) == []
+        # the worker is still serving
+        assert requests.get(f"{server.url}/health/live", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    assert pieces_on_disk(local_root) == []
+    assert count(storage, File) == count(storage, Object) == count(storage, FileCopy) == 0
+
+
+def test_first_local_location_takes_the_spooled_pieces_by_link_the_second_gets_copies(
+        client, storage, local_location, local_root, tmp_path, big_body):
+    storage.location_service().create({"name": "second", "plugin": "local", "tier": "hot", "priority": 0,
+                                       "enabled": True, "config": {"root": str(tmp_path / "second")}})
+    make_bucket(storage, locations=["hot", "second"])
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=big_body)
+    assert response.status_code == 201
+    first, second = pieces_on_disk(local_root), pieces_on_disk(tmp_path / "second")
+    assert [p.name for p in first] == [p.name for p in second] and len(first) == -(-BIG // PIECE)
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+        # two copies, not two names of one: each piece file has one link (the spool's name is gone)
+        assert os.stat(a).st_ino != os.stat(b).st_ino
+        assert os.stat(a).st_nlink == os.stat(b).st_nlink == 1
+        assert os.stat(a).st_mode & 0o777 == os.stat(b).st_mode & 0o777 == 0o640
+    assert b"".join(p.read_bytes() for p in sorted(first, key=lambda p: int(p.suffix[1:]))) == big_body
+
+
+@pytest.mark.parametrize("size", [100, 3 * MiB + 11], ids=["in-gunicorns-read-ahead", "from-the-socket"])
+def test_request_pipelined_after_an_upload_body_is_served(storage, settings, local_location, size):
+    """The body is read from the socket past gunicorn's buffers (storage_core/wsgi_body.py): what gunicorn
+    read ahead beyond a small body is the next request, served on the same connection, and a large
+    body is read to its end, never into the next request."""
+    make_bucket(storage)
+    body = os.urandom(size)
+    server = one_worker(settings)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"PUT /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: {server.admin['Authorization']}\r\n".encode()
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                         + b"GET /api/v1/buckets/bucket/objects/k HTTP/1.1\r\nHost: x\r\n"
+                         + f"Authorization: {server.admin['Authorization']}\r\n".encode()
+                         + b"Connection: close\r\n\r\n")
+            sock.settimeout(30)
+            answer = b""
+            while chunk := sock.recv(1 << 20):
+                answer += chunk
+    finally:
+        server.stop()
+    first, _, rest = answer.partition(b"\r\n")
+    assert b" 201 " in first, answer[:500]
+    assert b"\r\nHTTP/1.1 200 " in rest or rest.count(b"HTTP/1.1 200 ") == 1, rest[:1000]
+    assert answer.endswith(body)
+
+
+def test_pieces_written_in_parallel_are_all_removed_when_one_fails(client, storage, local_location, local_root):
+    """A local location writes an upload's pieces on several threads at once: when one of them fails
+    (here a directory stands where piece 5 goes), the pieces the others wrote are removed too."""
+    make_bucket(storage)
+    data = os.urandom(12 * PIECE + 3)
+    checksum = hashlib.sha256(data).hexdigest()
+    blocker = local_root / "pieces" / checksum[0:2] / checksum[2:4] / f"{checksum}.5"
+    blocker.mkdir(parents=True)
+    response = client.put("/api/v1/buckets/bucket/objects/k", data=data)
+    assert response.status_code == 503, response.json
+    assert pieces_on_disk(local_root) == []  # the 12 other pieces were written, then removed
+    assert [p for p in blocker.parent.iterdir() if p != blocker] == []
+    assert count(storage, File) == count(storage, Object) == count(storage, FileCopy) == 0

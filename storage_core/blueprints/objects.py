@@ -12,6 +12,7 @@ from storage_core.http_semantics import parse_content_md5, parse_hex_sha256, val
 from storage_core.schemas import ObjectListArgs, ObjectListSchema, ObjectSchema, PresignRequestSchema, PresignSchema
 from storage_core.services.uploads import ObjectMetadata
 from storage_core.spool import Digests
+from storage_core.wsgi_body import body_stream
 
 blp = profile("storage")(Blueprint("objects", __name__, url_prefix="/api/v1", description="Objects"))
 
@@ -34,7 +35,7 @@ def put_object(bucket: str, key: str) -> tuple[dict, int]:
     expected = Digests(md5=parse_content_md5(headers.get("Content-MD5")),
                        sha256=parse_hex_sha256(headers.get("X-Checksum-Sha256"), "X-Checksum-Sha256"))
     stored = services().upload_service().put(
-        bucket, key, request.stream, length=request.content_length, expected=expected,
+        bucket, key, body_stream(request.environ, request.stream), length=request.content_length, expected=expected,
         metadata=ObjectMetadata(content_type=validate_content_type(headers.get("Content-Type"))))
     return stored.view, 201 if stored.created else 200
 

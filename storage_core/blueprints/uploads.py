@@ -12,6 +12,7 @@ from storage_core.schemas import CompleteUploadSchema, ObjectSchema, UploadCreat
 from storage_core.services.multipart import PartInfo, RequestedPart, UploadInfo
 from storage_core.services.uploads import ObjectMetadata
 from storage_core.spool import Digests
+from storage_core.wsgi_body import body_stream
 
 blp = profile("storage")(Blueprint("uploads", __name__, url_prefix="/api/v1", description="Multipart uploads"))
 
@@ -52,7 +53,8 @@ def upload_part(bucket: str, upload_id: str, part_number: int) -> dict:
     headers = request.headers
     expected = Digests(md5=parse_content_md5(headers.get("Content-MD5")),
                        sha256=parse_hex_sha256(headers.get("X-Checksum-Sha256"), "X-Checksum-Sha256"))
-    part = services().multipart_service().upload_part(bucket, upload_id, part_number, request.stream,
+    part = services().multipart_service().upload_part(bucket, upload_id, part_number,
+                                                      body_stream(request.environ, request.stream),
                                                       length=request.content_length, expected=expected)
     return part_view(part)
 

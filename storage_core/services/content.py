@@ -11,9 +11,10 @@ stored copy and the removal of that copy can never interleave:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import delete, exists, select, update
@@ -21,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage_core import offload
 from storage_core.db import transaction
 from storage_core.errors import Conflict, NotFound, StorageUnavailable
 from storage_core.layout import FileLayout
@@ -33,6 +35,45 @@ from storage_core.spool import Spool
 from storage_core.timeutil import now_us
 
 log = logging.getLogger(__name__)
+
+
+PIECE_WRITERS = 4  # pieces of one upload written at once on a plugin that allows it
+
+
+def _write_piece(plugin: LocationPlugin, spool: Spool, name: str, index: int) -> None:
+    with spool.piece_reader(index) as stream:
+        plugin.write_piece(name, index, stream, spool.piece_length(index))
+
+
+def write_pieces(plugin: LocationPlugin, spool: Spool, name: str, written: Callable[[int], None]) -> None:
+    """Write every piece of the spool to the location as ``name``; ``written(index)`` once each is.
+
+    A plugin that allows it (``writes_in_threads``) gets up to ``PIECE_WRITERS`` pieces at once on real
+    threads: their fsyncs share journal commits, and the event loop serves other requests meanwhile.
+    A failure waits for the pieces still being written (each written one is reported) and raises."""
+    if not plugin.writes_in_threads:
+        for index in range(spool.piece_count):
+            _write_piece(plugin, spool, name, index)
+            written(index)
+        return
+    running: list[tuple[int, offload.Pending]] = []
+    try:
+        for index in range(spool.piece_count):
+            if len(running) >= PIECE_WRITERS:
+                done, call = running.pop(0)
+                offload.wait_all([call])
+                written(done)
+            running.append((index, offload.submit(_write_piece, plugin, spool, name, index)))
+        while running:
+            done, call = running.pop(0)
+            offload.wait_all([call])
+            written(done)
+    except BaseException:
+        for done, call in running:
+            with contextlib.suppress(Exception):
+                offload.wait_all([call])
+                written(done)
+        raise
 
 
 class ContentBusy(Conflict):
@@ -113,10 +154,8 @@ class ContentStore:
         try:
             for target in pending:
                 plugin = self.plugins.plugin_for(target.location)
-                for index in range(spool.piece_count):
-                    with spool.piece_reader(index) as stream:
-                        plugin.write_piece(spool.sha256, index, stream, spool.piece_length(index))
-                    written.append((plugin, index))
+                write_pieces(plugin, spool, spool.sha256,
+                             lambda index, plugin=plugin: written.append((plugin, index)))
         except Exception as exc:
             self.abandon(spool.sha256, pending, written)
             if isinstance(exc, StorageUnavailable):

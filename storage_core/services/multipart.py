@@ -61,7 +61,7 @@ from storage_core.models import (
 )
 from storage_core.names import validate_key
 from storage_core.services.buckets import get_bucket
-from storage_core.services.content import ContentStore, IterStream, PendingWrite, lock_file
+from storage_core.services.content import ContentStore, IterStream, PendingWrite, lock_file, write_pieces
 from storage_core.services.locations import require_room
 from storage_core.services.reader import VerifiedReader
 from storage_core.services.sources import PluginCache, Source, serving_order
@@ -321,11 +321,8 @@ class MultipartService:
             written: list[tuple[StorageLocation, int]] = []
             try:
                 for location in locations:
-                    plugin = self.plugins.plugin_for(location)
-                    for index in range(spool.piece_count):
-                        with spool.piece_reader(index) as piece:
-                            plugin.write_piece(part.piece_name, index, piece, spool.piece_length(index))
-                        written.append((location, index))
+                    write_pieces(self.plugins.plugin_for(location), spool, part.piece_name,
+                                 lambda index, location=location: written.append((location, index)))
                 with transaction(self.session_factory) as session:
                     upload = self._open_upload(session, bucket_name, upload_id, lock=True)
                     replaced = [_Part.of(r) for r in session.scalars(
