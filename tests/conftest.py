@@ -209,6 +209,19 @@ def local_location(storage: Container, local_root: Path) -> str:
 
 
 @pytest.fixture
+def cold_root(tmp_path: Path) -> Path:
+    return tmp_path / "cold"
+
+
+@pytest.fixture
+def cold_location(storage: Container, cold_root: Path) -> str:
+    """A second local location, cold, beside ``local_location``: the other copy a read fails over to."""
+    storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
+                                       "enabled": True, "config": {"root": str(cold_root)}})
+    return "cold"
+
+
+@pytest.fixture
 def s3_location(storage: Container, s3_server: Any, s3_bucket_name: str) -> str:
     storage.location_service().create({"name": "s3", "plugin": "s3", "tier": "hot", "priority": 0,
                                        "enabled": True, "config": s3_server.config(s3_bucket_name)})

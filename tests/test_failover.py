@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
 from minio import Minio
 from sqlalchemy import select
 
@@ -13,18 +12,6 @@ from storage_core.models import CopyState, DamagedPiece, FileCopy, ReadRecord, S
 from tests.conftest import KiB, make_bucket, put
 
 PIECE = 64 * KiB
-
-
-@pytest.fixture
-def cold_root(tmp_path):
-    return tmp_path / "cold"
-
-
-@pytest.fixture
-def cold_location(storage, cold_root):
-    storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
-                                       "enabled": True, "config": {"root": str(cold_root)}})
-    return "cold"
 
 
 def copy_states(storage) -> dict[int, str]:

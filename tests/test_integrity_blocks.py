@@ -27,18 +27,6 @@ def settings(settings: Settings) -> Settings:
     return settings.replace(piece_size=PIECE, block_size=BLOCK)
 
 
-@pytest.fixture
-def cold_root(tmp_path):
-    return tmp_path / "cold"
-
-
-@pytest.fixture
-def cold_location(storage, cold_root):
-    storage.location_service().create({"name": "cold", "plugin": "local", "tier": "cold", "priority": 0,
-                                       "enabled": True, "config": {"root": str(cold_root)}})
-    return "cold"
-
-
 def flip(path, offset: int) -> None:
     corrupted = bytearray(path.read_bytes())
     corrupted[offset] ^= 0x01
